@@ -1,0 +1,30 @@
+"""Shared fixtures. Eight fake CPU devices exist for the sharding tests (set before jax is imported);
+parity is checked in float32 at the highest matmul precision."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+from tests.tiny_models import make_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A small random Llama (GQA ratio 2, untied, no rope scaling) saved by transformers."""
+    path = tmp_path_factory.mktemp("tiny")
+    make_tiny_llama(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The real SmolLM2-135M-Instruct (built once from the PyPI wheel, then cached)."""
+    from uniarm_jax.smollm2 import prepare_smollm2
+
+    return prepare_smollm2()

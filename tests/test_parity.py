@@ -1,0 +1,69 @@
+"""Logits of our Flax Llama against transformers' PyTorch LlamaForCausalLM (the oracle), float32."""
+
+import numpy as np
+import pytest
+import torch
+
+import uniarm_jax
+from tests.tiny_models import make_tiny_llama
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+
+VARIANTS = {
+    "mha-untied-rope-none": dict(num_key_value_heads=4),
+    "gqa2-tied-rope-linear": dict(num_key_value_heads=2, tie_word_embeddings=True,
+                                  rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "mqa-untied-rope-llama3": dict(num_key_value_heads=1, rope_scaling=LLAMA3_ROPE, rope_theta=500000.0),
+    "head-dim-not-hidden-over-heads": dict(num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-6),
+}
+
+
+def torch_logits(model, ids, mask=None, positions=None):
+    with torch.no_grad():
+        kwargs = {}
+        if mask is not None:
+            kwargs["attention_mask"] = torch.tensor(mask)
+        if positions is not None:
+            kwargs["position_ids"] = torch.tensor(positions)
+        return model(torch.tensor(ids), **kwargs).logits.float().numpy()
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_logits_match_transformers(tmp_path, name):
+    oracle = make_tiny_llama(tmp_path, **VARIANTS[name])
+    handle = uniarm_jax.load_pretrained(str(tmp_path))
+    ids = np.random.RandomState(1).randint(0, oracle.config.vocab_size, (2, 24))
+    diff = np.abs(uniarm_jax.logits(handle, ids) - torch_logits(oracle, ids)).max()
+    assert diff <= 1e-4, f"{name}: max abs logit difference {diff}"
+
+
+def test_left_padded_batch_matches_transformers_with_positions(tmp_path):
+    """A left-padded batch: positions count real tokens only (as HF generate does)."""
+    oracle = make_tiny_llama(tmp_path)
+    handle = uniarm_jax.load_pretrained(str(tmp_path))
+    ids = np.random.RandomState(2).randint(3, 96, (3, 16))
+    mask = np.ones_like(ids)
+    mask[0, :5] = 0
+    mask[2, :11] = 0
+    positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    ours = uniarm_jax.logits(handle, ids, mask)
+    ref = torch_logits(oracle, ids, mask, positions)
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - ref[real]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_checkpoint_loads_exactly(tmp_path, dtype):
+    """bf16 / fp16 safetensors are read bit-exactly (then upcast) and give the oracle's logits."""
+    oracle = make_tiny_llama(tmp_path, dtype=dtype)  # the oracle holds the rounded weights, in fp32
+    handle = uniarm_jax.load_pretrained(str(tmp_path), dtype="float32")
+    q = np.asarray(handle.params["layers"]["self_attn"]["q_proj"]["kernel"][1])
+    np.testing.assert_array_equal(q, oracle.model.layers[1].self_attn.q_proj.weight.detach().numpy().T)
+    ids = np.random.RandomState(3).randint(0, 96, (2, 12))
+    assert np.abs(uniarm_jax.logits(handle, ids) - torch_logits(oracle, ids)).max() <= 1e-4
+
+    native = uniarm_jax.load_pretrained(str(tmp_path), dtype={torch.bfloat16: "bfloat16",
+                                                              torch.float16: "float16"}[dtype])
+    assert native.params["embed_tokens"]["embedding"].dtype == str(dtype).split(".")[1]
+    assert np.isfinite(uniarm_jax.logits(native, ids)).all()

@@ -1,0 +1,9 @@
+"""The project's exception types: each names what was wrong and what was expected."""
+
+
+class ConfigError(ValueError):
+    """A model or run configuration that this project cannot honour."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose tensors do not match the model they are loaded into."""

@@ -1,0 +1,87 @@
+"""The public model handle: load a Hugging Face Llama directory, run it, export it back."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uniarm_jax.checkpoints import export_hf, load_params
+from uniarm_jax.config import DTYPES, LlamaConfig
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.model import Llama, count_params
+from uniarm_jax.sharding import batch_sharding
+
+
+@dataclasses.dataclass
+class ModelHandle:
+    """A loaded model: its config, its (possibly sharded) parameters, the mesh, and where it came from."""
+
+    config: LlamaConfig
+    params: dict
+    mesh: jax.sharding.Mesh | None = None
+    path: str | None = None
+
+    @property
+    def num_params(self) -> int:
+        return count_params(self.params)
+
+
+def load_pretrained(hf_dir: str, dtype: str = "float32", mesh=None, compute_dtype: str | None = None,
+                    remat: bool = False) -> ModelHandle:
+    """Loads `hf_dir` (config.json + safetensors) with weights in `dtype`, sharded over `mesh` if given.
+
+    `compute_dtype` defaults to `dtype`; softmax and logits are float32 whatever it is.
+    """
+    for name, value in (("dtype", dtype), ("compute_dtype", compute_dtype or dtype)):
+        if value not in DTYPES:
+            raise ConfigError(f"{name}={value!r} is not one of {DTYPES}")
+    cfg = LlamaConfig.from_hf_dir(hf_dir, param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat)
+    return ModelHandle(cfg, load_params(hf_dir, cfg, mesh), mesh, hf_dir)
+
+
+def load_tokenizer(hf_dir: str):
+    """The tokenizer saved beside the weights. No code from the directory is ever run."""
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(hf_dir):
+        raise FileNotFoundError(f"tokenizer directory {hf_dir!r} does not exist")
+    return AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _forward(cfg: LlamaConfig):
+    return jax.jit(lambda params, ids, mask: Llama(cfg).apply({"params": params}, ids, mask))
+
+
+def logits(handle: ModelHandle, input_ids, attention_mask=None) -> np.ndarray:
+    """Float32 logits `[batch, length, vocab]` of the full forward. Batches may be left-padded."""
+    ids = np.asarray(input_ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be an integer array [batch, length]; got {ids.dtype} {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= handle.config.vocab_size):
+        raise ValueError(f"input_ids hold token ids in [{ids.min()}, {ids.max()}]; the vocabulary has "
+                         f"{handle.config.vocab_size} tokens")
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {mask.shape}; input_ids have {ids.shape}")
+    ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+    if handle.mesh is not None:
+        sharding = batch_sharding(handle.mesh, ids.shape)
+        ids, mask = jax.device_put(ids, sharding), jax.device_put(mask, sharding)
+    return np.asarray(_forward(handle.config)(handle.params, ids, mask), np.float32)
+
+
+def save_pretrained(handle: ModelHandle, out_dir: str, dtype: str | None = None) -> None:
+    """Writes a Hugging Face directory (config + safetensors, and the tokenizer if the handle has one)."""
+    export_hf(handle.params, handle.config, out_dir, dtype=dtype)
+    if handle.path:
+        for fname in os.listdir(handle.path):
+            if fname.startswith(("tokenizer", "special_tokens_map", "generation_config", "chat_template")):
+                with open(os.path.join(handle.path, fname), "rb") as src, \
+                        open(os.path.join(out_dir, fname), "wb") as dst:
+                    dst.write(src.read())
