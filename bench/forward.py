@@ -24,8 +24,12 @@ import time
 MIB = 1024 * 1024
 
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _peak_mib() -> dict:
+    """ru_maxrss (Linux: KiB), and the kernel's VmHWM of this process's address space as a cross-check."""
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return {"ru_maxrss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "vmhwm": round(hwm / 1024, 1)}
 
 
 def _probe(kind: str, model_dir: str) -> None:
@@ -41,13 +45,15 @@ def _probe(kind: str, model_dir: str) -> None:
         from transformers import LlamaForCausalLM
         if kind == "torch-load":
             LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    print(json.dumps({"maxrss_mib": round(_maxrss_mib(), 1)}))
+    print(json.dumps(_peak_mib()))
 
 
-def _run_probe(kind: str, model_dir: str) -> float:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--_probe", kind],
-                         check=True, capture_output=True, text=True, env=os.environ)
-    return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_mib"]
+def _run_probe(kind: str, model_dir: str) -> dict:
+    # Linux carries ru_maxrss across execve: a child exec'd straight from this (large) process would
+    # report our peak. A small shell in between forks the probe, so its ru_maxrss starts from the shell's.
+    cmd = [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--_probe", kind]
+    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -157,11 +163,12 @@ def main() -> None:
                     "tokens_per_s_ratio_ours_over_torch": round(pf_torch / pf_ours, 3)},
         "decode_step": {"ours_median_ms": round(dec_ours, 3), "torch_median_ms": round(dec_torch, 3),
                         "latency_ratio_ours_over_torch": round(dec_ours / dec_torch, 3)},
-        "load_memory_mib": {"safetensors_file": round(st_bytes / MIB, 1),
-                            "ours_import_baseline": mem["jax-import"], "ours_after_load": mem["jax-load"],
-                            "ours_increment": round(mem["jax-load"] - mem["jax-import"], 1),
-                            "torch_import_baseline": mem["torch-import"], "torch_after_load": mem["torch-load"],
-                            "torch_increment": round(mem["torch-load"] - mem["torch-import"], 1)},
+        "load_memory_mib": {"safetensors_file": round(st_bytes / MIB, 1), **{
+            f"{who}_{what}": mem[f"{kind}-{probe}"]["ru_maxrss"] for who, kind in (("ours", "jax"), ("torch", "torch"))
+            for what, probe in (("import_baseline", "import"), ("after_load", "load"))}, **{
+            f"{who}_increment": round(mem[f"{kind}-load"]["ru_maxrss"] - mem[f"{kind}-import"]["ru_maxrss"], 1)
+            for who, kind in (("ours", "jax"), ("torch", "torch"))},
+            "vmhwm_cross_check": {k: v["vmhwm"] for k, v in mem.items()}},
     }
     print(json.dumps(result, indent=2))
 
