@@ -1,11 +1,15 @@
 """Forward-pass benchmark: uniarm_jax's Llama vs transformers' PyTorch Llama, SmolLM2-135M on CPU.
 
 Prints one JSON object: prefill tokens/s, cached one-token decode latency and the peak host memory of
-loading, for both implementations. Shared CPU machines are noisy (other jobs, frequency scaling), so
+loading, for both implementations. Shared CPU machines are noisy (other jobs, stolen vCPU time), so
 absolute numbers from different runs are not comparable; what this reports is the ratio ours/torch,
-measured side by side in the same process on the same token ids, with medians over repeats and
-compilation excluded. Loading memory is measured in fresh subprocesses, one per loader, each beside a
-baseline subprocess that only imports the libraries, so the increment due to loading is visible.
+measured side by side in the same process on the same token ids, the two alternating repeat by repeat
+(step by step for decode) so a noisy spell hits both, with medians and compilation excluded.
+
+Loading memory is measured in fresh subprocesses, one per loader, each beside a baseline subprocess
+that only imports the libraries, so the increment due to loading is visible. transformers mmaps the
+safetensors and reads weights lazily, so its RSS right after loading is small; `after_reading_weights`
+is its peak once every weight has been read (file-backed pages).
 
     PYTHONPATH=. .venv/bin/python bench/forward.py [--batch 4 --prompt-len 128 --steps 32 --repeats 5]
 """
@@ -13,6 +17,7 @@ baseline subprocess that only imports the libraries, so the increment due to loa
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -22,47 +27,63 @@ import sys
 import time
 
 MIB = 1024 * 1024
+PROBES = ("jax-import", "jax-load", "torch-import", "torch-load", "torch-load-read")
 
 
-def _peak_mib() -> dict:
-    """ru_maxrss (Linux: KiB), and the kernel's VmHWM of this process's address space as a cross-check."""
+def _memory_mib() -> dict:
+    """Peak RSS (ru_maxrss, Linux: KiB), and the resident anonymous / file-backed memory now."""
     with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return {"ru_maxrss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "vmhwm": round(hwm / 1024, 1)}
+        rss = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("RssAnon", "RssFile"))}
+    return {"peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "anon_file_now": [round(rss["RssAnon"] / 1024, 1), round(rss["RssFile"] / 1024, 1)]}
 
 
 def _probe(kind: str, model_dir: str) -> None:
-    """Run in a fresh subprocess: import one library stack, optionally load, print peak RSS."""
+    """In a fresh subprocess: import one library stack, optionally load the model, print its memory."""
     if kind.startswith("jax"):
         import jax
         import uniarm_jax
         jax.devices()  # the CPU client belongs to the baseline, not to the load
         if kind == "jax-load":
-            jax.block_until_ready(uniarm_jax.load_pretrained(model_dir, dtype="float32").params)
+            handle = uniarm_jax.load_pretrained(model_dir, dtype="float32")  # kept alive for "now"
+            jax.block_until_ready(handle.params)
     else:
         import torch
         from transformers import LlamaForCausalLM
-        if kind == "torch-load":
-            LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    print(json.dumps(_peak_mib()))
+        if kind.startswith("torch-load"):
+            model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+            if kind == "torch-load-read":  # the weights are mmap'd: reading them faults the pages in
+                with torch.inference_mode():
+                    sum(float(p.sum()) for p in model.parameters())
+    print(json.dumps(_memory_mib()))
 
 
 def _run_probe(kind: str, model_dir: str) -> dict:
-    # Linux carries ru_maxrss across execve: a child exec'd straight from this (large) process would
-    # report our peak. A small shell in between forks the probe, so its ru_maxrss starts from the shell's.
+    # Linux carries ru_maxrss across execve, so a child exec'd straight from this (large) process would
+    # report our peak. A small shell in between forks the probe, whose ru_maxrss starts from the shell's.
     cmd = [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--_probe", kind]
     out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def _clock(fn):
+    """fn's result, its wall seconds, and the CPU seconds (all threads) this process spent meanwhile."""
+    c0, t0 = os.times(), time.perf_counter()
+    out = fn()
+    t1, c1 = time.perf_counter(), os.times()
+    return out, t1 - t0, (c1.user + c1.system) - (c0.user + c0.system)
+
+
+def _summary(ours: list, ref: list, scale: float) -> dict:
+    """Medians, ranges, the median of per-pair ratios ours/torch (each pair ran back to back), and CPU
+    seconds per wall second: about the core count when the machine gives us all of it."""
+    med, (ours, ours_cpu), (ref, ref_cpu) = statistics.median, zip(*ours), zip(*ref)
+    return {"ours_median": round(med(ours) * scale, 3), "torch_median": round(med(ref) * scale, 3),
+            "ours_min_max": [round(min(ours) * scale, 3), round(max(ours) * scale, 3)],
+            "torch_min_max": [round(min(ref) * scale, 3), round(max(ref) * scale, 3)],
+            "time_ratio_ours_over_torch": round(med(ours) / med(ref), 3),
+            "median_pairwise_time_ratio": round(med(o / r for o, r in zip(ours, ref)), 3),
+            "cpu_per_wall_ours_torch": [round(sum(ours_cpu) / sum(ours), 2), round(sum(ref_cpu) / sum(ref), 2)]}
 
 
 def main() -> None:
@@ -72,7 +93,7 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=32, help="decode steps per repeat")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_probe", choices=PROBES, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.model_dir is None:
         from uniarm_jax.smollm2 import prepare_smollm2
@@ -92,17 +113,16 @@ def main() -> None:
 
     B, L, N, R = args.batch, args.prompt_len, args.steps, args.repeats
     handle = load_pretrained(args.model_dir, dtype="float32")
-    cfg, params = handle.config, handle.params
+    cfg, params, model = handle.config, handle.params, Llama(handle.config)
     ref = LlamaForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
-    model = Llama(cfg)
 
     rng = np.random.default_rng(0)
     ids = rng.integers(0, cfg.vocab_size, (B, L), dtype=np.int32)
-    steps_ids = rng.integers(0, cfg.vocab_size, (N, B, 1), dtype=np.int32)  # teacher-forced, same for both
-    j_ids, j_mask = jnp.asarray(ids), jnp.ones((B, L), jnp.int32)
-    j_steps, j_one = [jnp.asarray(t) for t in steps_ids], jnp.ones((B, 1), jnp.int32)
+    step_ids = rng.integers(0, cfg.vocab_size, (N, B, 1), dtype=np.int32)  # teacher-forced, same for both
+    j_ids, j_mask, j_one = jnp.asarray(ids), jnp.ones((B, L), jnp.int32), jnp.ones((B, 1), jnp.int32)
     t_ids, t_mask = torch.from_numpy(ids.astype(np.int64)), torch.ones((B, L), dtype=torch.int64)
-    t_steps = [torch.from_numpy(t.astype(np.int64)) for t in steps_ids]
+    j_steps = [jnp.asarray(t) for t in step_ids]
+    t_steps = [torch.from_numpy(t.astype(np.int64)) for t in step_ids]
 
     @jax.jit
     def prefill(params, ids, mask):
@@ -110,7 +130,7 @@ def main() -> None:
         logits, state = model.apply({"params": params, "cache": cache}, ids, mask, mutable=["cache"])
         return logits, state["cache"]
 
-    def step(params, cache, token, mask):  # the cache is donated: updated in place, no copy per step
+    def step(params, cache, token, mask):  # the cache is donated: XLA may update it in place
         logits, state = model.apply({"params": params, "cache": cache}, token, mask, mutable=["cache"])
         return logits[:, -1], state["cache"]
     decode_step = jax.jit(step, donate_argnums=(1,))
@@ -119,56 +139,60 @@ def main() -> None:
         return ref(input_ids=t_ids, attention_mask=t_mask, use_cache=True)
 
     with torch.inference_mode():
-        # 1. prefill, warmed up (XLA compile, torch first-call allocations) and checked against each other
+        # Warm-up (XLA compiles, torch's first-call allocations) and the agreement check.
         ours_logits = jax.block_until_ready(prefill(params, j_ids, j_mask))[0]
-        ref_logits = torch_prefill().logits
-        prefill_diff = float(np.max(np.abs(np.asarray(ours_logits) - ref_logits.numpy())))
-        ours_pf = _timed(lambda: jax.block_until_ready(prefill(params, j_ids, j_mask)), R)
-        torch_pf = _timed(torch_prefill, R)
+        prefill_diff = float(np.max(np.abs(np.asarray(ours_logits) - torch_prefill().logits.numpy())))
 
-        # 2. decode: per repeat, a fresh (untimed) prefill, then N timed one-token steps; repeat 0 is warm-up
+        # 1. prefill, ours and torch alternating.
+        ours_pf, torch_pf = [], []
+        for _ in range(R):
+            ours_pf.append(_clock(lambda: jax.block_until_ready(prefill(params, j_ids, j_mask)))[1:])
+            torch_pf.append(_clock(torch_prefill)[1:])
+
+        # 2. decode: per repeat, copies of the prefilled caches, then N one-token steps, ours and torch
+        # alternating step by step. Repeat 0 is a warm-up (it compiles the step).
+        cache0 = jax.block_until_ready(prefill(params, j_ids, j_mask))[1]
+        past0 = torch_prefill().past_key_values
         ours_dec, torch_dec = [], []
         for r in range(R + 1):
-            cache = jax.block_until_ready(prefill(params, j_ids, j_mask))[1]
-            for tok in j_steps:
-                t0 = time.perf_counter()
-                ours_last, cache = jax.block_until_ready(decode_step(params, cache, tok, j_one))
-                ours_dec.append((r, time.perf_counter() - t0))
-            past = torch_prefill().past_key_values
-            for tok in t_steps:
-                t0 = time.perf_counter()
-                out = ref(input_ids=tok, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                torch_dec.append((r, time.perf_counter() - t0))
-        ours_dec, torch_dec = ([t for r, t in ts if r > 0] for ts in (ours_dec, torch_dec))
+            cache, past = jax.tree.map(jnp.copy, cache0), copy.deepcopy(past0)
+            for j_tok, t_tok in zip(j_steps, t_steps):
+                (ours_last, cache), *t_ours = _clock(
+                    lambda: jax.block_until_ready(decode_step(params, cache, j_tok, j_one)))
+                out, *t_torch = _clock(lambda: ref(input_ids=t_tok, past_key_values=past, use_cache=True))
+                past = out.past_key_values  # the same DynamicCache, grown in place
+                if r:
+                    ours_dec.append(t_ours)
+                    torch_dec.append(t_torch)
         decode_diff = float(np.max(np.abs(np.asarray(ours_last) - out.logits[:, -1].numpy())))
 
-    # 3. peak host memory of loading, each in a fresh subprocess
-    mem = {k: _run_probe(k, args.model_dir) for k in ("jax-import", "jax-load", "torch-import", "torch-load")}
+    # 3. memory of loading, each loader in a fresh subprocess.
+    mem = {k: _run_probe(k, args.model_dir) for k in PROBES}
     st_bytes = sum(os.path.getsize(os.path.join(args.model_dir, f))
                    for f in os.listdir(args.model_dir) if f.endswith(".safetensors"))
 
-    med = statistics.median
-    pf_ours, pf_torch = med(ours_pf), med(torch_pf)
-    dec_ours, dec_torch = med(ours_dec) * 1e3, med(torch_dec) * 1e3
+    def loader(lib: str) -> dict:
+        base, load = mem[f"{lib}-import"]["peak"], mem[f"{lib}-load"]["peak"]
+        return {"import_baseline": base, "after_load": load, "increment": round(load - base, 1),
+                "anon_file_now": mem[f"{lib}-load"]["anon_file_now"]}
+
     dev = jax.devices()[0]
+    prefill_s = _summary(ours_pf, torch_pf, 1.0)
     result = {
         "meta": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
                  "device_kind": dev.device_kind, "platform": dev.platform, "torch_threads": torch.get_num_threads(),
                  "cpu_count": os.cpu_count(), "model_dir": args.model_dir, "batch": B, "prompt_len": L,
                  "steps": N, "repeats": R},
         "sanity": {"prefill_max_abs_logit_diff": prefill_diff, "decode_last_step_max_abs_logit_diff": decode_diff},
-        "prefill": {"ours_median_s": round(pf_ours, 4), "torch_median_s": round(pf_torch, 4),
-                    "ours_tokens_per_s": round(B * L / pf_ours, 1), "torch_tokens_per_s": round(B * L / pf_torch, 1),
-                    "tokens_per_s_ratio_ours_over_torch": round(pf_torch / pf_ours, 3)},
-        "decode_step": {"ours_median_ms": round(dec_ours, 3), "torch_median_ms": round(dec_torch, 3),
-                        "latency_ratio_ours_over_torch": round(dec_ours / dec_torch, 3)},
-        "load_memory_mib": {"safetensors_file": round(st_bytes / MIB, 1), **{
-            f"{who}_{what}": mem[f"{kind}-{probe}"]["ru_maxrss"] for who, kind in (("ours", "jax"), ("torch", "torch"))
-            for what, probe in (("import_baseline", "import"), ("after_load", "load"))}, **{
-            f"{who}_increment": round(mem[f"{kind}-load"]["ru_maxrss"] - mem[f"{kind}-import"]["ru_maxrss"], 1)
-            for who, kind in (("ours", "jax"), ("torch", "torch"))},
-            "vmhwm_cross_check": {k: v["vmhwm"] for k, v in mem.items()}},
+        "prefill_s": prefill_s,
+        "prefill_tokens_per_s": {"ours": round(B * L / prefill_s["ours_median"], 1),
+                                 "torch": round(B * L / prefill_s["torch_median"], 1),
+                                 "ratio_ours_over_torch": round(prefill_s["torch_median"] / prefill_s["ours_median"], 3)},
+        "decode_step_ms": _summary(ours_dec, torch_dec, 1e3),
+        "load_memory_mib": {
+            "safetensors_file": round(st_bytes / MIB, 1), "ours": loader("jax"),
+            "torch": {**loader("torch"), "after_reading_weights": mem["torch-load-read"]["peak"],
+                      "anon_file_now_after_reading": mem["torch-load-read"]["anon_file_now"]}},
     }
     print(json.dumps(result, indent=2))
 

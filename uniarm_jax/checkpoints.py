@@ -35,6 +35,10 @@ _LAYER_MAP = {
     "layers/input_layernorm/weight": ("model.layers.{i}.input_layernorm.weight", False),
     "layers/post_attention_layernorm/weight": ("model.layers.{i}.post_attention_layernorm.weight", False),
 }
+# Biases exist only in merged exports (MoSLoRA's shift at a fixed α), never in a loaded Llama.
+_LAYER_MAP.update({f"layers/{group}/{proj}/bias": (f"model.layers.{{i}}.{group}.{proj}.bias", False)
+                   for group, projs in (("self_attn", "qkvo"), ("mlp", ("gate", "up", "down")))
+                   for proj in (f"{p}_proj" for p in projs)})
 _TOP_MAP = {
     "embed_tokens/embedding": ("model.embed_tokens.weight", False),
     "norm/weight": ("model.norm.weight", False),
@@ -199,9 +203,9 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None) -> dict:
 
 
 def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = None,
-              max_shard_bytes: int = 5 * 2**30) -> None:
-    """Writes `config.json` and safetensors (sharded with an index past `max_shard_bytes`) that
-    transformers' LlamaForCausalLM loads. One tensor is on the host at a time."""
+              max_shard_bytes: int = 5 * 2**30, hf_overrides: dict | None = None) -> None:
+    """Writes `config.json` (with `hf_overrides` applied) and safetensors (sharded with an index past
+    `max_shard_bytes`) that transformers' LlamaForCausalLM loads. One tensor is on the host at a time."""
     os.makedirs(out_dir, exist_ok=True)
     flat = _flat(params)
     dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
@@ -240,6 +244,7 @@ def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = 
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     hf_config = cfg.to_hf_dict()
     hf_config["torch_dtype"] = str(jnp.dtype(dtype))
+    hf_config.update(hf_overrides or {})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
 

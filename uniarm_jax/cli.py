@@ -1,7 +1,8 @@
 """The `uniarm` command.
 
     uniarm prepare-smollm2 [--out DIR] [--force]      build the real SmolLM2-135M-Instruct HF directory
-    uniarm info --base HF_DIR                          configuration and parameter count (no weights read)
+    uniarm info --base HF_DIR [--adapter KIND ...]     configuration and parameter counts (no weights read)
+    uniarm export --base HF_DIR --adapter DIR --out DIR [--pref a,b] [--format peft|merged]
     uniarm generate --base HF_DIR --prompt TEXT ...    cached generation from the base model
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
     uniarm demo                                        prepare SmolLM2 and generate from it
@@ -16,6 +17,7 @@ import dataclasses
 import sys
 import time
 
+from uniarm_jax.adapters import KINDS, MODULATIONS, TARGETS
 from uniarm_jax.config import DTYPES
 from uniarm_jax.errors import CheckpointError, ConfigError
 
@@ -31,11 +33,39 @@ def _info(args) -> None:
     from uniarm_jax.model import count_params, param_shapes
 
     cfg = LlamaConfig.from_hf_dir(args.base)
+    acfg = None
+    if args.adapter:  # validated before anything is printed
+        from uniarm_jax.adapters import AdapterConfig
+
+        acfg = AdapterConfig(kind=args.adapter, rank=8 if args.rank is None else args.rank, num_objectives=args.objectives,
+                             targets=tuple(args.targets.split(",")), shared_core=not args.no_shared_core,
+                             modulation=args.modulation)
     print(f"model: {args.base}")
     for field in dataclasses.fields(cfg):
         if field.name not in ("param_dtype", "dtype", "remat"):
             print(f"{field.name}: {getattr(cfg, field.name)}")
     print(f"parameters: {count_params(param_shapes(cfg))}")
+    if acfg is not None:
+        from uniarm_jax.arm import count_adapter_params
+
+        print(f"adapter: {acfg.kind} targets={','.join(acfg.targets)} rank={acfg.rank} "
+              f"objectives={acfg.num_objectives}")
+        print(f"trainable parameters: {count_adapter_params(cfg, acfg)}")
+
+
+def _export(args) -> None:
+    from uniarm_jax.arm import export_merged, export_peft, load_adapter
+    from uniarm_jax.preferences import parse_pref
+    from uniarm_jax.pretrained import load_pretrained
+
+    arm = load_adapter(load_pretrained(args.base, dtype="float32"), args.adapter)
+    pref = parse_pref(args.pref) if args.pref else None
+    if args.format == "peft":
+        export_peft(arm, args.out, pref)
+    else:
+        export_merged(arm, args.out, pref, dtype=args.dtype)
+    print(f"wrote {args.out} ({args.format}, {arm.adapter_config.kind}"
+          + (f" at pref {pref})" if pref else ")"))
 
 
 def _generate(args) -> None:
@@ -102,7 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a model's configuration and parameter count")
     p.add_argument("--base", required=True, help="Hugging Face model directory")
+    p.add_argument("--adapter", choices=KINDS, help="also count this adapter's trainable parameters")
+    p.add_argument("--rank", type=int, default=None, help="LoRA/MoSLoRA r; PBLoRA r1 + r2 (default 8)")
+    p.add_argument("--objectives", type=int, default=2, help="k, the number of objectives")
+    p.add_argument("--targets", default="q_proj,k_proj,v_proj", help=f"comma-separated, from {','.join(TARGETS)}")
+    p.add_argument("--no-shared-core", action="store_true", help="MoSLoRA without the shared r x r core")
+    p.add_argument("--modulation", choices=MODULATIONS, default="scale_shift", help="MoSLoRA modulation")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("export", help="export an ARM for the PyTorch ecosystem (PEFT LoRA or merged HF)")
+    p.add_argument("--base", required=True, help="the base Hugging Face directory the adapter was trained on")
+    p.add_argument("--adapter", required=True, help="an adapter directory written by this project")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pref", default=None, help="PBLoRA/MoSLoRA: the fixed preference vector, e.g. 0.7,0.3")
+    p.add_argument("--format", choices=("peft", "merged"), default="peft")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="merged: the weights' dtype")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("generate", help="generate from a base model")
     p.add_argument("--base", required=True, help="Hugging Face model directory")

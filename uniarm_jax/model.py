@@ -13,6 +13,7 @@ reproduces the full forward.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -20,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniarm_jax import adapters
+from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.config import LlamaConfig
 
 # A finite "minus infinity": a row whose keys are all masked (a padding query) softmaxes to a
@@ -60,43 +63,85 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
     return rotated.astype(x.dtype)
 
 
+def _frozen(weight, frozen: bool):
+    """Base weights under an adapter are constants: no gradient flows into them (or is computed)."""
+    return jax.lax.stop_gradient(weight) if frozen else weight
+
+
 class RMSNorm(nn.Module):
     cfg: LlamaConfig
+    frozen: bool = False
 
     @nn.compact
     def __call__(self, x):
         weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), jnp.dtype(self.cfg.param_dtype))
+        weight = _frozen(weight, self.frozen)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
         dtype = jnp.dtype(self.cfg.dtype)
         return weight.astype(dtype) * x32.astype(dtype)
 
 
-class Linear(nn.Module):
-    """A bias-free projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype."""
+class Embedding(nn.Module):
+    """The token embedding table `[vocab, embed]` (also the output head when embeddings are tied)."""
 
-    features: int
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features),
+    def __call__(self):
+        return self.param("embedding", nn.initializers.normal(0.02), (self.cfg.vocab_size, self.cfg.hidden_size),
+                          jnp.dtype(self.cfg.param_dtype))
+
+
+class Linear(nn.Module):
+    """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
+
+    If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
+    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
+    shift at a fixed α); the Llama itself has none.
+    """
+
+    features: int
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
+    frozen: bool = False
+
+    @nn.compact
+    def __call__(self, x, pref=None):
+        d_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(0.02), (d_in, self.features),
                             jnp.dtype(self.cfg.param_dtype))
+        kernel = _frozen(kernel, self.frozen)
         dtype = jnp.dtype(self.cfg.dtype)
-        return jnp.dot(x.astype(dtype), kernel.astype(dtype))
+        x = x.astype(dtype)
+        y = jnp.dot(x, kernel.astype(dtype))
+        if self.has_variable("params", "bias"):
+            y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
+        acfg = self.adapter
+        if acfg is not None and self.name in acfg.targets:
+            weights = self.variable("adapter", acfg.kind,
+                                    lambda: adapters.init(self.make_rng("adapter"), d_in, self.features, acfg))
+            rng = None if self.deterministic or acfg.dropout == 0 else self.make_rng("dropout")
+            y = y + adapters.apply(weights.value, x, pref, acfg, rng).astype(dtype)
+        return y
 
 
 class Attention(nn.Module):
     cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_index):
+    def __call__(self, x, positions, mask, cache_index, pref):
         cfg = self.cfg
         b, l, _ = x.shape
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q = Linear(h * d, cfg, name="q_proj")(x).reshape(b, l, h, d)
-        k = Linear(kv * d, cfg, name="k_proj")(x).reshape(b, l, kv, d)
-        v = Linear(kv * d, cfg, name="v_proj")(x).reshape(b, l, kv, d)
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        q = proj(h * d, name="q_proj")(x, pref).reshape(b, l, h, d)
+        k = proj(kv * d, name="k_proj")(x, pref).reshape(b, l, kv, d)
+        v = proj(kv * d, name="v_proj")(x, pref).reshape(b, l, kv, d)
         inv_freq = rope_inv_freq(cfg)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
@@ -118,28 +163,36 @@ class Attention(nn.Module):
         scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, l, h * d)
-        return Linear(cfg.hidden_size, cfg, name="o_proj")(out)
+        return proj(cfg.hidden_size, name="o_proj")(out, pref)
 
 
 class MLP(nn.Module):
     cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, pref):
         cfg = self.cfg
-        gate = Linear(cfg.intermediate_size, cfg, name="gate_proj")(x)
-        up = Linear(cfg.intermediate_size, cfg, name="up_proj")(x)
-        return Linear(cfg.hidden_size, cfg, name="down_proj")(nn.silu(gate) * up)
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        gate = proj(cfg.intermediate_size, name="gate_proj")(x, pref)
+        up = proj(cfg.intermediate_size, name="up_proj")(x, pref)
+        return proj(cfg.hidden_size, name="down_proj")(nn.silu(gate) * up, pref)
 
 
 class DecoderLayer(nn.Module):
     cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_index):
-        x = x + Attention(self.cfg, name="self_attn")(
-            RMSNorm(self.cfg, name="input_layernorm")(x), positions, mask, cache_index)
-        x = x + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
+    def __call__(self, x, positions, mask, cache_index, pref):
+        cfg, acfg, det = self.cfg, self.adapter, self.deterministic
+        frozen = acfg is not None
+        x = x + Attention(cfg, acfg, det, name="self_attn")(
+            RMSNorm(cfg, frozen, name="input_layernorm")(x), positions, mask, cache_index, pref)
+        x = x + MLP(cfg, acfg, det, name="mlp")(RMSNorm(cfg, frozen, name="post_attention_layernorm")(x), pref)
         return x, None
 
 
@@ -148,12 +201,16 @@ class Llama(nn.Module):
 
     Without a `cache` collection it is the full forward. With one (see `init_cache`), it appends the
     chunk to the cache: call it once with the left-padded prompt (prefill), then with one token per row.
+    With an `adapter` config, the targeted projections add that adapter's delta under the per-example
+    preference vectors `pref` `[batch, k]` (a call argument, so one compiled graph serves every α).
+    `deterministic=False` turns on adapter dropout (rng stream "dropout").
     """
 
     cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None):
+    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True):
         cfg = self.cfg
         b, l = input_ids.shape
         if attention_mask is None:
@@ -181,22 +238,23 @@ class Llama(nn.Module):
             mask = causal[None] & attention_mask[:, None, :].astype(bool)
         positions = jnp.maximum(positions, 0)
 
-        embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=nn.initializers.normal(0.02),
-                         param_dtype=jnp.dtype(cfg.param_dtype), dtype=jnp.dtype(cfg.dtype),
-                         name="embed_tokens")
-        x = embed(input_ids)
+        frozen = self.adapter is not None
+        dtype = jnp.dtype(cfg.dtype)
+        embedding = _frozen(Embedding(cfg, name="embed_tokens")(), frozen).astype(dtype)
+        x = jnp.take(embedding, input_ids, axis=0)
 
         layer = DecoderLayer
         if cfg.remat:
             layer = nn.remat(layer, prevent_cse=False)
-        stack = nn.scan(layer, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_hidden_layers)
-        x, _ = stack(cfg, name="layers")(x, positions, mask, cache_index)
-        x = RMSNorm(cfg, name="norm")(x)
+        stack = nn.scan(layer, variable_axes={"params": 0, "cache": 0, "adapter": 0},
+                        split_rngs={"params": True, "adapter": True, "dropout": True},
+                        in_axes=(nn.broadcast,) * 4, length=cfg.num_hidden_layers)
+        x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, cache_index, pref)
+        x = RMSNorm(cfg, frozen, name="norm")(x)
         if cfg.tie_word_embeddings:
-            logits = embed.attend(x)
+            logits = jnp.dot(x, embedding.T)
         else:
-            logits = Linear(cfg.vocab_size, cfg, name="lm_head")(x)
+            logits = Linear(cfg.vocab_size, cfg, frozen=frozen, name="lm_head")(x)
         return logits.astype(jnp.float32)
 
 

@@ -10,21 +10,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.checkpoints import export_hf, load_params
 from uniarm_jax.config import DTYPES, LlamaConfig
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model import Llama, count_params
+from uniarm_jax.preferences import check_pref
 from uniarm_jax.sharding import batch_sharding
 
 
 @dataclasses.dataclass
 class ModelHandle:
-    """A loaded model: its config, its (possibly sharded) parameters, the mesh, and where it came from."""
+    """A loaded model: its config, its (possibly sharded) frozen parameters, the mesh, where it came
+    from, and optionally an adapter (see `uniarm_jax.arm`) that makes it an ARM."""
 
     config: LlamaConfig
     params: dict
     mesh: jax.sharding.Mesh | None = None
     path: str | None = None
+    adapter_config: AdapterConfig | None = None
+    adapter: dict | None = None
 
     @property
     def num_params(self) -> int:
@@ -54,12 +59,18 @@ def load_tokenizer(hf_dir: str):
 
 
 @functools.lru_cache(maxsize=16)
-def _forward(cfg: LlamaConfig):
-    return jax.jit(lambda params, ids, mask: Llama(cfg).apply({"params": params}, ids, mask))
+def _forward(cfg: LlamaConfig, acfg: AdapterConfig | None):
+    def run(params, adapter, ids, mask, pref):
+        variables = {"params": params} if adapter is None else {"params": params, "adapter": adapter}
+        return Llama(cfg, acfg).apply(variables, ids, mask, pref)
+    return jax.jit(run)
 
 
-def logits(handle: ModelHandle, input_ids, attention_mask=None) -> np.ndarray:
-    """Float32 logits `[batch, length, vocab]` of the full forward. Batches may be left-padded."""
+def logits(handle: ModelHandle, input_ids, attention_mask=None, pref=None) -> np.ndarray:
+    """Float32 logits `[batch, length, vocab]` of the full forward. Batches may be left-padded.
+
+    With a PBLoRA or MoSLoRA adapter, `pref` gives each row's preference vector (`[batch, k]`, or one
+    `[k]` for every row); it is checked here, before anything is compiled."""
     ids = np.asarray(input_ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"input_ids must be an integer array [batch, length]; got {ids.dtype} {ids.shape}")
@@ -69,11 +80,22 @@ def logits(handle: ModelHandle, input_ids, attention_mask=None) -> np.ndarray:
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
     if mask.shape != ids.shape:
         raise ValueError(f"attention_mask has shape {mask.shape}; input_ids have {ids.shape}")
+    acfg = handle.adapter_config
+    if acfg is not None and acfg.takes_pref:
+        if pref is None:
+            raise ConfigError(f"this {acfg.kind} ARM needs pref: one preference vector of "
+                              f"{acfg.num_objectives} weights per row")
+        pref = jnp.asarray(check_pref(pref, acfg.num_objectives, ids.shape[0]))
+    elif pref is not None:
+        raise ConfigError("pref was given, but this model has no preference-conditioned adapter")
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
     if handle.mesh is not None:
         sharding = batch_sharding(handle.mesh, ids.shape)
         ids, mask = jax.device_put(ids, sharding), jax.device_put(mask, sharding)
-    return np.asarray(_forward(handle.config)(handle.params, ids, mask), np.float32)
+        if pref is not None:
+            pref = jax.device_put(pref, batch_sharding(handle.mesh, pref.shape))
+    out = _forward(handle.config, acfg)(handle.params, handle.adapter, ids, mask, pref)
+    return np.asarray(out, np.float32)
 
 
 def save_pretrained(handle: ModelHandle, out_dir: str, dtype: str | None = None) -> None:

@@ -40,6 +40,11 @@ PARAM_AXES = (
     (r"layers/mlp/(gate|up)_proj/kernel", ("layers", "embed", "mlp")),
     (r"layers/mlp/down_proj/kernel", ("layers", "mlp", "embed")),
     (r"layers/\w+_layernorm/weight", ("layers", "norm")),
+    # merged exports only (MoSLoRA's shift folded into a bias)
+    (r"layers/self_attn/q_proj/bias", ("layers", "heads")),
+    (r"layers/self_attn/[kv]_proj/bias", ("layers", "kv_heads")),
+    (r"layers/(self_attn/o_proj|mlp/down_proj)/bias", ("layers", "embed")),
+    (r"layers/mlp/(gate|up)_proj/bias", ("layers", "mlp")),
     (r"norm/weight", ("norm",)),
 )
 
