@@ -193,3 +193,22 @@ def test_merged_equals_unmerged(base, name):
         assert np.abs(restored_flat[key] - original).max() <= tol, key
     np.testing.assert_allclose(uniarm_jax.logits(restored, ids, pref=alpha),
                                uniarm_jax.logits(arm, ids, pref=alpha), atol=1e-4)
+
+
+def test_dropout_only_in_training_and_reproducible_from_its_rng(base):
+    """deterministic=True (inference) ignores dropout; training draws it from the "dropout" rng: the
+    same key gives the same output, another key another one, and the frozen path is untouched."""
+    handle, _ = base
+    arm = randomise(init_adapter(handle, AdapterConfig(kind="moslora", dropout=0.5)))
+    ids = jnp.asarray(np.random.RandomState(5).randint(0, 96, (2, 8)))
+    pref = jnp.asarray([[0.5, 0.5], [0.9, 0.1]])
+    model = Llama(handle.config, arm.adapter_config)
+    variables = {"params": handle.params, "adapter": arm.adapter}
+    run = jax.jit(lambda key: model.apply(variables, ids, pref=pref, deterministic=False, rngs={"dropout": key}))
+    a, b, c = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3
+    inference = model.apply(variables, ids, pref=pref)
+    assert np.abs(np.asarray(a) - np.asarray(inference)).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(inference), uniarm_jax.logits(arm, np.asarray(ids), pref=np.asarray(pref)),
+                               atol=1e-5)

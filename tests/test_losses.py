@@ -1,0 +1,172 @@
+"""The ARM objectives against oracles: response log-probs against transformers' PyTorch Llama on the
+same tokens, and every loss against a numpy computation on the same log-probs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import uniarm_jax
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.losses import (ObjectiveConfig, model_logprob_fn, objective_loss, sample_dirichlet,
+                               weighted_winner)
+from uniarm_jax.model import Llama
+from tests.tiny_models import make_tiny_llama
+
+B, K, L = 4, 2, 10
+
+
+def make_batch(k=K, seed=0, with_scores=False):
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(3, 96, (B, 2, L)).astype(np.int32)
+    attention = np.ones((B, 2, L), np.int32)
+    attention[:, 1, -2:] = 0  # right padding on response 1
+    loss_mask = np.zeros((B, 2, L), np.int32)
+    loss_mask[:, :, 4:] = 1   # prompt = first 4 tokens
+    loss_mask *= attention
+    scores = rng.randn(B, 2, k).astype(np.float32) if with_scores else np.full((B, 2, k), np.nan, np.float32)
+    return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask,
+            "labels": rng.randint(0, 2, (B, k)).astype(np.int32), "scores": scores}
+
+
+# A log-prob function numpy can replay: it depends on the tokens and, through `pref`, on α.
+WEIGHTS = np.array([0.7, -1.3, 0.4])
+
+
+def fake_logprob_fn(ids, attention, loss_mask, pref):
+    base = -0.05 * jnp.sum(ids * loss_mask, axis=-1)
+    if pref is None:
+        return base
+    return base * (1.0 + pref @ jnp.asarray(WEIGHTS[: pref.shape[-1]], jnp.float32))
+
+
+def numpy_lp(batch, pref):
+    """[B, 2] log-probs under per-example pref [B, k] (or None)."""
+    base = -0.05 * np.sum(batch["input_ids"] * batch["loss_mask"], axis=-1).astype(np.float64)
+    return base if pref is None else base * (1.0 + pref @ WEIGHTS[: pref.shape[-1]])[:, None]
+
+
+def np_bt(margin, beta):
+    return np.log1p(np.exp(-beta * margin))
+
+
+def np_margins(lp, labels):
+    """[B, k]: preferred minus other response log-prob."""
+    win = np.take_along_axis(lp, labels, axis=1)
+    lose = np.take_along_axis(lp, 1 - labels, axis=1)
+    return win - lose
+
+
+def run(cfg, batch, seed=0):
+    jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+    loss, metrics = jax.jit(lambda b, r: objective_loss(fake_logprob_fn, b, r, cfg))(jbatch, jax.random.key(seed))
+    return float(loss), jax.tree.map(np.asarray, metrics)
+
+
+@pytest.mark.parametrize("objective", [0, 1])
+def test_genarm_loss_equals_numpy(objective):
+    cfg = ObjectiveConfig(method="genarm", betas=(0.5, 0.01), objective=objective)
+    batch = make_batch()
+    loss, metrics = run(cfg, batch)
+    margins = np_margins(numpy_lp(batch, None), batch["labels"])
+    assert loss == pytest.approx(np.mean(np_bt(margins[:, objective], cfg.betas[objective])), rel=1e-6)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(margins > 0, axis=0))
+    np.testing.assert_allclose(metrics["margin"], np.mean(np.array(cfg.betas) * margins, axis=0), rtol=1e-5)
+
+
+def test_parm_loss_equals_numpy_with_one_alpha_per_micro_batch():
+    cfg = ObjectiveConfig(method="parm", betas=(0.5, 0.01))
+    batch = make_batch(seed=1)
+    loss, _ = run(cfg, batch, seed=3)
+    alpha = np.asarray(sample_dirichlet(jax.random.key(3), 0.5, K))
+    margins = np_margins(numpy_lp(batch, np.tile(alpha, (B, 1))), batch["labels"])
+    per_objective = np.mean(np_bt(margins, np.array(cfg.betas)), axis=0)
+    assert loss == pytest.approx(float(alpha @ per_objective), rel=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_uniarm_dim_global_equals_numpy(k):
+    betas = (0.5, 0.01, 0.1)[:k]
+    cfg = ObjectiveConfig(method="uniarm", betas=betas, lambda_dim=0.7, lambda_glob=1.3, concentration=0.8)
+    batch = make_batch(k=k, seed=2)
+    loss, metrics = run(cfg, batch, seed=5)
+    alpha = np.asarray(sample_dirichlet(jax.random.key(5), 0.8, k, (B,)))
+    l_dim = np.mean([np.mean(np_bt(np_margins(numpy_lp(batch, np.tile(np.eye(k)[i], (B, 1))), batch["labels"])[:, i],
+                                   betas[i])) for i in range(k)])
+    margins = np_margins(numpy_lp(batch, alpha), batch["labels"])
+    l_glob = np.mean(np.sum(alpha * np_bt(margins, np.array(betas)), axis=-1))
+    assert float(metrics["loss_dim"]) == pytest.approx(l_dim, rel=1e-5)
+    assert float(metrics["loss_glob"]) == pytest.approx(l_glob, rel=1e-5)
+    assert loss == pytest.approx(0.7 * l_dim + 1.3 * l_glob, rel=1e-5)
+
+
+@pytest.mark.parametrize("with_scores", [False, True])
+def test_uniarm_weighted_vote_equals_numpy(with_scores):
+    betas = (0.5, 0.01)
+    cfg = ObjectiveConfig(method="uniarm", betas=betas, reading="weighted_vote")
+    batch = make_batch(seed=4, with_scores=with_scores)
+    loss, metrics = run(cfg, batch, seed=6)
+    alpha = np.asarray(sample_dirichlet(jax.random.key(6), 0.5, K, (B,)))
+    lp = numpy_lp(batch, alpha)
+    l_dim = np.mean(np.sum(alpha * np_bt(np_margins(lp, batch["labels"]), np.array(betas)), axis=-1))
+    terms = []
+    for b in range(B):
+        if with_scores:
+            value = batch["scores"][b] @ alpha[b]
+        else:
+            value = np.array([alpha[b][batch["labels"][b] == j].sum() for j in (0, 1)])
+        if value[0] == value[1]:
+            continue
+        w = int(value[1] > value[0])
+        terms.append(np_bt(lp[b, w] - lp[b, 1 - w], alpha[b] @ np.array(betas)))
+    assert float(metrics["loss_dim"]) == pytest.approx(l_dim, rel=1e-5)
+    assert float(metrics["loss_glob"]) == pytest.approx(np.mean(terms), rel=1e-5)
+    assert loss == pytest.approx(l_dim + np.mean(terms), rel=1e-5)
+
+
+def test_weighted_winner_by_hand():
+    labels = jnp.array([[0, 1], [0, 0], [1, 0], [0, 1]])
+    scores = jnp.full((4, 2, 2), jnp.nan).at[3].set(jnp.array([[1.0, -2.0], [0.0, 0.0]]))
+    alpha = jnp.array([[0.7, 0.3], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    winner, keep = weighted_winner(labels, scores, alpha)
+    # row 0: vote 0.7 for response 0; row 1: both labels say 0; row 2: a tie, dropped;
+    # row 3: scores 0.5*1 + 0.5*(-2) = -0.5 against 0: response 1 wins
+    assert np.asarray(winner).tolist()[:2] == [0, 0] and int(winner[3]) == 1
+    assert np.asarray(keep).tolist() == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_dirichlet_draws_are_reproducible_from_the_seed():
+    a = np.asarray(sample_dirichlet(jax.random.key(11), 0.5, 3, (5000,)))
+    b = np.asarray(sample_dirichlet(jax.random.key(11), 0.5, 3, (5000,)))
+    c = np.asarray(sample_dirichlet(jax.random.key(12), 0.5, 3, (5000,)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+    assert (a >= 0).all()
+    np.testing.assert_allclose(a.mean(0), 1 / 3, atol=0.02)  # Dirichlet(0.5·1) has mean 1/k
+
+
+def test_response_logprobs_match_transformers(tmp_path):
+    oracle = make_tiny_llama(tmp_path)
+    handle = uniarm_jax.load_pretrained(str(tmp_path))
+    batch = make_batch(seed=7)
+    ids = batch["input_ids"].reshape(-1, L)
+    attention = batch["attention_mask"].reshape(-1, L)
+    loss_mask = batch["loss_mask"].reshape(-1, L)
+    fn = model_logprob_fn(Llama(handle.config), {"params": handle.params})
+    ours = np.asarray(jax.jit(fn)(jnp.asarray(ids), jnp.asarray(attention), jnp.asarray(loss_mask), None))
+    with torch.no_grad():
+        logits = oracle(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(attention)).logits.double()
+    logp = torch.log_softmax(logits, -1)[:, :-1].gather(-1, torch.tensor(ids[:, 1:, None], dtype=torch.long))[..., 0]
+    ref = (logp.numpy() * loss_mask[:, 1:]).sum(-1)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_bad_objective_config_is_refused():
+    with pytest.raises(ConfigError, match=r"objective method 'dpo' is not one of"):
+        ObjectiveConfig(method="dpo")
+    with pytest.raises(ConfigError, match=r"betas \[0.5, 0.0\] must be positive"):
+        ObjectiveConfig(betas=(0.5, 0.0))
+    with pytest.raises(ConfigError, match="UniARM loss reading 'vote' is not one of"):
+        ObjectiveConfig(reading="vote")
