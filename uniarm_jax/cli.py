@@ -6,6 +6,7 @@
     uniarm generate --base HF_DIR --prompt TEXT ...    cached generation from the base model
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
     uniarm demo                                        prepare SmolLM2 and generate from it
+    uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
 
 Errors that come from the user's input print one line and exit with status 2.
 """
@@ -19,7 +20,9 @@ import time
 
 from uniarm_jax.adapters import KINDS, MODULATIONS, TARGETS
 from uniarm_jax.config import DTYPES
-from uniarm_jax.errors import CheckpointError, ConfigError
+from uniarm_jax.data import SCHEMAS
+from uniarm_jax.errors import CheckpointError, ConfigError, DataError
+from uniarm_jax.templates import TEMPLATES
 
 DEMO_PROMPTS = [
     "What is the capital of France?",
@@ -113,6 +116,47 @@ def _demo(args) -> None:
     _print_generations(handle, load_tokenizer(path), DEMO_PROMPTS, args)
 
 
+def _data(args) -> None:
+    import logging
+
+    import datasets
+    import numpy as np
+
+    from uniarm_jax.data import DEFAULT_TEMPLATE, DROP_REASONS, load_preferences
+    from uniarm_jax.pretrained import load_tokenizer
+    from uniarm_jax.tokenization import TokenizeConfig, tokenize_pairs
+
+    datasets.disable_progress_bars()  # errors must stay one line
+    datasets.logging.set_verbosity(logging.CRITICAL)
+    template = args.template or DEFAULT_TEMPLATE[args.schema]
+    config = TokenizeConfig(template=template, max_prompt_tokens=args.max_prompt_tokens,
+                            max_total_tokens=args.max_total_tokens)
+    objectives = args.objectives.split(",") if args.objectives else None
+    data = load_preferences(args.file, args.schema, objectives=objectives, max_chars=args.max_chars)
+    tokenizer = load_tokenizer(args.tokenizer)  # after the data: bad rows are reported at once
+    pairs = tokenize_pairs(data, tokenizer, config)
+    lengths = pairs.lengths().ravel()
+    print(f"data: {args.file}")
+    print(f"schema: {args.schema}")
+    print(f"template: {template}")
+    print(f"objectives: {','.join(data.objectives)}")
+    print(f"rows read: {data.rows_read}")
+    print(f"rows kept: {len(data)}")
+    print(f"rows dropped: {sum(data.dropped.values())}")
+    for reason, n in data.dropped.items():
+        if n:
+            print(f"dropped {reason}: {n} ({DROP_REASONS[reason]})")
+    for name, frac in data.label_balance().items():
+        print(f"prefer response_0 {name}: {frac:.3f}")
+    print(f"prompts truncated: {int(pairs.prompt_truncated.sum())} of {len(pairs)} "
+          f"(to {config.max_prompt_tokens} tokens with BOS, keeping their end)")
+    print(f"responses truncated: {int(pairs.response_truncated.sum())} of {lengths.size} "
+          f"(to fit {config.max_total_tokens} tokens)")
+    for q in (50, 90, 99):
+        print(f"total tokens p{q}: {int(np.percentile(lengths, q, method='higher'))}")
+    print(f"total tokens max: {int(lengths.max())}")
+
+
 def _add_sampling(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
@@ -164,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="prepare SmolLM2-135M-Instruct and generate from it")
     _add_sampling(p)
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("data", help="validate a preference data file and print what training would see")
+    p.add_argument("file", help="a .json, .jsonl or .parquet file")
+    p.add_argument("--schema", required=True, choices=SCHEMAS)
+    p.add_argument("--tokenizer", required=True, help="Hugging Face directory holding the tokenizer")
+    p.add_argument("--template", choices=TEMPLATES, default=None, help="default: pku for pku, raw otherwise")
+    p.add_argument("--objectives", default=None, help="comma-separated subset of the data's objectives, in order")
+    p.add_argument("--max-prompt-tokens", type=int, default=512, help="BOS included; the prompt keeps its end")
+    p.add_argument("--max-total-tokens", type=int, default=1024)
+    p.add_argument("--max-chars", type=int, default=None, help="drop rows whose prompt + response is longer")
+    p.set_defaults(func=_data)
     return parser
 
 
@@ -171,7 +226,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         print(f"uniarm {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

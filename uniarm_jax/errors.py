@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint whose tensors do not match the model they are loaded into."""
+
+
+class DataError(ValueError):
+    """A preference data file (or a row of it) that does not match its schema."""
