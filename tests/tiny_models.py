@@ -28,3 +28,16 @@ def make_tiny_llama(path, seed: int = 0, dtype=torch.float32, **overrides) -> tr
         for p, q in zip(model.parameters(), saved.parameters()):
             p.copy_(q.float())
     return model
+
+
+def make_tiny_llama_with_tokenizer(path, tokenizer_dir, **overrides) -> transformers.LlamaForCausalLM:
+    """A tiny random Llama over a real tokenizer's vocabulary (the tokenizer files copied beside it),
+    for tests that need text: data, training, decoding."""
+    import shutil
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = make_tiny_llama(path, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                            tie_word_embeddings=True, **overrides)
+    tokenizer.save_pretrained(path)
+    return model

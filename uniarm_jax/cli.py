@@ -5,6 +5,7 @@
     uniarm export --base HF_DIR --adapter DIR --out DIR [--pref a,b] [--format peft|merged]
     uniarm generate --base HF_DIR --prompt TEXT ...    cached generation from the base model
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
+    uniarm train CONFIG.yaml [section.key=value ...]   train an ARM (GenARM, PARM or UniARM)
     uniarm demo                                        prepare SmolLM2 and generate from it
     uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
 
@@ -21,7 +22,7 @@ import time
 from uniarm_jax.adapters import KINDS, MODULATIONS, TARGETS
 from uniarm_jax.config import DTYPES
 from uniarm_jax.data import SCHEMAS
-from uniarm_jax.errors import CheckpointError, ConfigError, DataError
+from uniarm_jax.errors import CheckpointError, ConfigError, DataError, TrainingError
 from uniarm_jax.templates import TEMPLATES
 
 DEMO_PROMPTS = [
@@ -98,6 +99,16 @@ def _convert(args) -> None:
     handle = load_pretrained(args.base, dtype=args.dtype)
     save_pretrained(handle, args.out)
     print(f"wrote {args.out} ({handle.num_params} parameters, {args.dtype})")
+
+
+def _train(args) -> None:
+    from uniarm_jax.run_config import load_run_config
+    from uniarm_jax.train import train
+
+    result = train(load_run_config(args.config, args.overrides))
+    print(f"trained {result['step']} steps; adapter: {result['adapter']}")
+    for name, value in result["dev"].items():
+        print(f"dev {name}: {value:.4f}")
 
 
 def _prepare(args) -> None:
@@ -205,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.set_defaults(func=_convert)
 
+    p = sub.add_parser("train", help="train an ARM: uniarm train CONFIG.yaml [section.key=value ...]")
+    p.add_argument("config", help="YAML experiment config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.learning_rate=1e-4")
+    p.set_defaults(func=_train)
+
     p = sub.add_parser("demo", help="prepare SmolLM2-135M-Instruct and generate from it")
     _add_sampling(p)
     p.set_defaults(func=_demo)
@@ -229,6 +245,9 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         print(f"uniarm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"uniarm {args.command}: stopped: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -11,3 +11,7 @@ class CheckpointError(ValueError):
 
 class DataError(ValueError):
     """A preference data file (or a row of it) that does not match its schema."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a bad value (a NaN/inf loss); the last good checkpoint is kept."""

@@ -23,12 +23,13 @@ from uniarm_jax.model import Llama
 from uniarm_jax.sharding import param_shardings
 
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, weight_decay: float,
-                   grad_clip: float | None) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay to 0 (METHODS.md §2), global-norm clipping first."""
+                   grad_clip: float | None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warm-up and cosine decay to 0 (METHODS.md §2), global-norm clipping first.
+    Returns the optimizer and its learning-rate schedule (for logging)."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
                                                   max(total_steps, warmup_steps + 1), end_value=0.0)
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
-    return optax.chain(*parts, optax.adamw(schedule, weight_decay=weight_decay))
+    return optax.chain(*parts, optax.adamw(schedule, weight_decay=weight_decay)), schedule
 
 
 def init_state(adapter: dict, optimizer: optax.GradientTransformation) -> dict:
