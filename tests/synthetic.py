@@ -29,3 +29,10 @@ def write_pairs(path, n: int, seed: int = 0) -> str:
                 "score_berry_0": berry[0], "score_berry_1": berry[1]}) + "\n")
             written += 1
     return str(path)
+
+
+def vocabulary() -> list[str]:
+    """Every word the task's prompts and responses use (for a word-level tokenizer)."""
+    import re
+
+    return sorted(set(WORDS) | {w for p in PROMPTS for w in re.findall(r"\w+|[^\w\s]", p)})

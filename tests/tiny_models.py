@@ -30,14 +30,27 @@ def make_tiny_llama(path, seed: int = 0, dtype=torch.float32, **overrides) -> tr
     return model
 
 
-def make_tiny_llama_with_tokenizer(path, tokenizer_dir, **overrides) -> transformers.LlamaForCausalLM:
-    """A tiny random Llama over a real tokenizer's vocabulary (the tokenizer files copied beside it),
-    for tests that need text: data, training, decoding."""
-    import shutil
+def make_word_tokenizer(path, words) -> transformers.PreTrainedTokenizerFast:
+    """A real (fast, word-level) tokenizer over a few words: small vocabularies keep the logits of
+    training and decoding tests tiny."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(words) - set(specials)))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                                     pad_token="<pad>", unk_token="<unk>")
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def make_tiny_word_llama(path, words, **overrides) -> transformers.LlamaForCausalLM:
+    """A tiny random Llama with a word-level tokenizer beside it (vocabulary: the words + 4 specials)."""
+    tokenizer = make_word_tokenizer(path, words)
     model = make_tiny_llama(path, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                            tie_word_embeddings=True, **overrides)
+                            **overrides)
     tokenizer.save_pretrained(path)
     return model

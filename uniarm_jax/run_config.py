@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 
 import yaml
 
@@ -79,8 +80,26 @@ def merge(config: dict, updates: dict, source: str) -> dict:
             if key not in DEFAULTS[section]:
                 raise ConfigError(f"{source}: unknown key {section}.{key}{_closest(key, DEFAULTS[section])}; "
                                   f"valid keys of {section!r} are {sorted(DEFAULTS[section])}")
-            out[section][key] = value
+            out[section][key] = _typed(section, key, value, source)
     return out
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _typed(section: str, key: str, value, source: str):
+    """YAML reads `1e-4` as a string (its floats need a dot): numbers are numbers here. A value whose
+    default is a number or a flag must be one."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value) if any(c in value for c in ".eE") else int(value)
+    default = DEFAULTS[section][key]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {section}.{key}={value!r} must be true or false")
+    elif isinstance(default, (int, float)) and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {section}.{key}={value!r} must be a number")
+    return value
 
 
 def parse_overrides(items: list[str]) -> dict:

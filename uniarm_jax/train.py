@@ -186,6 +186,9 @@ def train(config: dict, log=print) -> dict:
         progress = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
     dev_metrics = {}
     try:
+        if step == 0:  # the untrained ARM (its base) as the baseline of every dev curve
+            metrics_log.write(0, "dev", evaluate(steps, state, base.params, dev_tokens, micro, objectives,
+                                                 data_cfg["bucket"]))
         while step < total_steps:
             start = time.perf_counter()
             batch = next(batches)

@@ -1,0 +1,154 @@
+"""`uniarm train` end to end on a tiny word-level Llama and a learnable synthetic preference task:
+learning, SIGKILL and resume (against an uninterrupted run), a kill during a save, NaN stops,
+config errors, and 2 processes x 4 devices (against 1 process x 8)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.synthetic import vocabulary, write_pairs
+from tests.tiny_models import make_tiny_word_llama
+from uniarm_jax.safetensors_io import SafetensorsFile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_tiny_word_llama(root / "base", vocabulary())
+    return {"base": str(root / "base"), "train": write_pairs(root / "train.jsonl", 192, seed=0),
+            "dev": write_pairs(root / "dev.jsonl", 64, seed=1)}
+
+
+def overrides(task, out_dir, **extra):
+    values = {"model.base": task["base"], "data.train": task["train"], "data.dev": task["dev"],
+              "data.schema": "multi", "data.template": "raw", "data.bucket": 16,
+              "objective.betas": "[0.5,0.5]", "optim.batch_size": 8, "optim.learning_rate": 0.02,
+              "optim.warmup_steps": 2, "optim.max_steps": 12, "run.out_dir": str(out_dir), "run.save_every": 2,
+              "run.eval_every": 100, "run.log_every": 1, "run.progress": "false", "run.tensorboard": "false"}
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def uniarm_train(args, env=None, wait=True):
+    cmd = [sys.executable, "-m", "uniarm_jax.cli", "train", os.path.join(REPO, "configs", "small_cpu_uniarm.yaml"), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def read_metrics(out_dir, split):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def adapter_arrays(out_dir):
+    f = SafetensorsFile(os.path.join(out_dir, "adapter", "adapter.safetensors"))
+    return {name: f.read(name) for name in f.keys()}
+
+
+def test_loss_falls_and_dev_accuracy_rises(task, tmp_path):
+    code, out, err = uniarm_train(overrides(task, tmp_path, **{
+        "optim.max_steps": 40, "optim.learning_rate": 0.05, "run.eval_every": 40, "run.save_every": 40,
+        "adapter.targets": "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"}))
+    assert code == 0, err
+    train, dev = read_metrics(tmp_path, "train"), read_metrics(tmp_path, "dev")
+    first, last = np.mean([r["loss"] for r in train[:5]]), np.mean([r["loss"] for r in train[-5:]])
+    assert last < 0.7 * first, (first, last)
+    assert dev[0]["step"] == 0 and dev[-1]["step"] == 40
+    for objective in ("fruit", "berry"):
+        before, after = dev[0][f"accuracy/{objective}"], dev[-1][f"accuracy/{objective}"]
+        assert after >= 0.8 and after > before + 0.2, (objective, before, after)
+    assert "dev accuracy/fruit" in out
+
+
+def test_sigkill_and_resume_end_with_the_uninterrupted_weights(task, tmp_path):
+    code, _, err = uniarm_train(overrides(task, tmp_path / "straight"))
+    assert code == 0, err
+
+    proc = uniarm_train(overrides(task, tmp_path / "killed"), wait=False)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 7:  # dev at 0 + 6 train steps
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    saved = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert saved and max(saved) < 12
+
+    # What a kill in the middle of a save leaves behind: an uncommitted temporary step directory.
+    partial = checkpoints / f"{max(saved) + 1}.orbax-checkpoint-tmp-1"
+    partial.mkdir()
+    (partial / "state").mkdir()
+    (partial / "state" / "half-written").write_bytes(b"\0" * 10)
+
+    code, out, err = uniarm_train(overrides(task, tmp_path / "killed"))
+    assert code == 0, err
+    straight, resumed = adapter_arrays(tmp_path / "straight"), adapter_arrays(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:  # fp32 on CPU, the same compiled step, the same batches and rngs: bitwise
+        np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+    steps = [r["step"] for r in read_metrics(tmp_path / "killed", "train")]
+    assert steps[-1] == 12
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(task, tmp_path):
+    code, _, err = uniarm_train(overrides(task, tmp_path, **{"optim.learning_rate": 1e30, "optim.grad_clip": "null",
+                                                           "run.save_every": 1, "adapter.dropout": 0.0}))
+    assert code == 3, err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("uniarm train: stopped: loss is nan at step ") or "loss is inf at step" in message
+    bad_step = int(message.split(" at step ")[1].split(";")[0])
+    good = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert good and max(good) == bad_step - 1
+    assert f"the last good checkpoint is step {bad_step - 1}" in message
+
+
+def test_unknown_config_key_lists_valid_keys_and_closest_match(task, tmp_path):
+    code, _, err = uniarm_train(overrides(task, tmp_path) + ["optim.learning_rat=0.1"])
+    assert code == 2
+    assert "unknown key optim.learning_rat (did you mean 'learning_rate'?); valid keys of 'optim' are" in err
+    code, _, err = uniarm_train(overrides(task, tmp_path, **{"mesh.data": 3}))
+    assert code == 2 and "mesh data=3 x fsdp=1 x tensor=1 = 3 devices does not match the 8 devices" in err
+    code, _, err = uniarm_train(overrides(task, tmp_path, **{"optim.batch_size": 12}))
+    assert code == 2 and "a micro-batch of 12 pairs" in err and "8 data-parallel devices" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_one_process_of_eight(task, tmp_path):
+    args = {"optim.max_steps": 4, "run.save_every": 4, "mesh.data": 4, "mesh.fsdp": 2, "adapter.dropout": 0.0}
+    code, _, err = uniarm_train(overrides(task, tmp_path / "one", **args))
+    assert code == 0, err
+
+    port = _free_port()
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    procs = [uniarm_train(overrides(task, tmp_path / "two", **args, **{
+        "distributed.coordinator_address": f"localhost:{port}", "distributed.num_processes": 2,
+        "distributed.process_id": i}), env=env, wait=False) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    one = [r["loss"] for r in read_metrics(tmp_path / "one", "train")]
+    two = [r["loss"] for r in read_metrics(tmp_path / "two", "train")]
+    assert len(one) == len(two) == 4
+    np.testing.assert_allclose(two, one, rtol=1e-5)
