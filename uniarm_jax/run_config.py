@@ -56,8 +56,9 @@ DEFAULTS: dict[str, dict] = {
         "log_every": 10, "tensorboard": True, "progress": True,
     },
     "distributed": {
-        "coordinator_address": None, "num_processes": None, "process_id": None,
-        "cpu_collectives": "gloo",
+        "auto": False,              # TPU pods, SLURM: let jax.distributed find the other processes
+        "coordinator_address": None, "num_processes": None, "process_id": None,  # GPU / CPU clusters
+        "cpu_collectives": "gloo",  # CPU processes only
     },
 }
 
