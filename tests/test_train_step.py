@@ -11,7 +11,7 @@ from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.arm import init_adapter
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.losses import ObjectiveConfig
-from uniarm_jax.sharding import make_mesh
+from uniarm_jax.sharding import make_mesh, param_shardings
 from uniarm_jax.train_step import ArmSteps, check_batch_fits, init_state, make_optimizer
 
 
@@ -29,10 +29,10 @@ def pair_batch(b=8, length=12, k=2, seed=0):
 def run_steps(handle, mesh, acfg, ocfg, batches, micro_batches=1, dropout=True):
     acfg = acfg if dropout else AdapterConfig(**{**acfg.to_dict(), "dropout": 0.0, "targets": acfg.targets})
     arm = init_adapter(handle, acfg, seed=1)
-    optimizer = make_optimizer(1e-2, 1, 10, 0.05, 1.0)
+    optimizer, _ = make_optimizer(1e-2, 1, 10, 0.05, 1.0)
     steps = ArmSteps(handle.config, acfg, ocfg, optimizer, mesh, micro_batches)
     state = init_state(arm.adapter, optimizer)
-    params = jax.device_put(handle.params, jax.tree.map(lambda s: s, steps._shardings(state, handle.params)[1]))
+    params = jax.device_put(handle.params, param_shardings(mesh, handle.params))
     losses = []
     for batch in batches:
         batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()}, steps.batch_sharding)

@@ -10,6 +10,7 @@ from the latest complete checkpoint and continues with the very same batches and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -220,8 +221,7 @@ def train(config: dict, log=print) -> dict:
             progress.close()
     adapter_dir = os.path.join(out_dir, "adapter")
     if jax.process_index() == 0:
-        save_adapter(base.__class__(base.config, base.params, base.mesh, base.path, acfg, state["adapter"]),
-                     adapter_dir)
+        save_adapter(dataclasses.replace(base, adapter_config=acfg, adapter=state["adapter"]), adapter_dir)
     return {"step": step, "dev": dev_metrics, "adapter": adapter_dir, "out_dir": out_dir}
 
 
