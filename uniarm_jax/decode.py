@@ -1,19 +1,51 @@
-"""Cached generation: prefill a left-padded prompt batch, then one `lax.scan` over the new tokens.
+"""Guided decoding: the frozen base and its ARM(s) score every next token; the scores are combined under
+the preference vector α and one token is chosen. The whole rollout is one compiled function.
 
-The whole rollout is one compiled function per (config, batch, bucket, max_new_tokens, sampler): the
-prompts and the rng are arguments, the cache is created inside and never leaves the device.
+    log π_dec(v) = w_base · log_softmax(base)[v] + Σ_i w_i · log_softmax(arm_i)[v]   (− log Z)
+
+- GenARM: k plain ARMs (LoRA or full fine-tunes), `w_i = arm_weight_i · α_i`.
+- PARM / UniARM: one preference-conditioned ARM run under the row's α, `w = arm_weight` (default 1).
+- base only: no guides; ARM only: `base_weight = 0`.
+An ARM's logits are cut to the base vocabulary (Alpaca's 32001 tokens vs Llama's 32000).
+
+The loop: prefill the base and every ARM on the left-padded prompt batch, then a `lax.while_loop` that
+stops as soon as every row has emitted EOS (or after `max_new_tokens`), its carry holding the tokens,
+done flags, rng and every model's KV cache. The caches are created inside the compiled function and
+updated in place, never copied back to the host. α, weights, prompts and the seed are arguments: a
+change of preference or of prompt within a length bucket never recompiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.config import LlamaConfig
+from uniarm_jax.errors import ConfigError
 from uniarm_jax.model import Llama, init_cache
+from uniarm_jax.preferences import check_pref
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """How a token is chosen from the combined log-probs: greedy at temperature 0."""
+
+    temperature: float = 0.0
+    top_k: int = 0      # 0: no top-k cut
+    top_p: float = 1.0  # 1: no nucleus cut
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 turns it off); got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1]; got {self.top_p}")
 
 
 def bucket_length(n: int, multiple: int = 32) -> int:
@@ -34,65 +66,173 @@ def left_pad(sequences: list[list[int]], length: int, pad_id: int) -> tuple[np.n
     return ids, mask
 
 
-def choose_token(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
-    """Greedy at temperature 0, else a sample from softmax(logits / temperature)."""
-    if temperature == 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+def combine_logprobs(base_logits, arm_logits: tuple, weights, base_weight: float):
+    """`[batch, vocab_base]` unnormalised log π_dec from float32 logits; `weights` is `[batch, n_arms]`."""
+    vocab = base_logits.shape[-1]
+    out = base_weight * jax.nn.log_softmax(base_logits, axis=-1)
+    for i, logits in enumerate(arm_logits):
+        out = out + weights[:, i:i + 1] * jax.nn.log_softmax(logits[:, :vocab], axis=-1)
+    return out
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "eos_ids", "pad_id"))
-def _rollout(params, ids, mask, rng, *, cfg: LlamaConfig, max_new_tokens: int, temperature: float,
-             eos_ids: tuple, pad_id: int):
-    model = Llama(cfg)
+def choose_token(logp, rng, sampler: Sampler):
+    """Greedy at temperature 0; else top-k / top-p filtering, then a sample of softmax(logp / T)."""
+    if sampler.temperature == 0:
+        return jnp.argmax(logp, axis=-1).astype(jnp.int32)
+    logits = logp / sampler.temperature
+    if sampler.top_k:
+        kth = jax.lax.top_k(logits, sampler.top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if sampler.top_p < 1:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+        cut_sorted = jnp.where(before >= sampler.top_p, -jnp.inf, sorted_logits)
+        logits = jnp.full_like(logits, -jnp.inf).at[jnp.arange(logits.shape[0])[:, None], order].set(cut_sorted)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about a rollout (one compilation per plan and input shape)."""
+
+    base: LlamaConfig
+    guides: tuple  # ((LlamaConfig, AdapterConfig | None), ...)
+    sampler: Sampler
+    max_new_tokens: int
+    eos_ids: tuple
+    pad_id: int
+    base_weight: float
+
+
+def _step(model, variables, cache, tokens, mask, pref):
+    logits, state = model.apply({**variables, "cache": cache}, tokens, mask, pref, mutable=["cache"])
+    return logits[:, -1], state["cache"]
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _rollout(base_params, guide_variables, ids, mask, pref, weights, rng, *, plan: _Plan):
     batch, prompt_len = ids.shape
-    cache = init_cache(cfg, batch, prompt_len + max_new_tokens)
-    logits, state = model.apply({"params": params, "cache": cache}, ids, mask, mutable=["cache"])
-    eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+    total = prompt_len + plan.max_new_tokens
+    base = Llama(plan.base)
+    guides = [Llama(cfg, acfg) for cfg, acfg in plan.guides]
+    prefs = [pref if acfg is not None and acfg.takes_pref else None for _, acfg in plan.guides]
 
-    def step(carry, _):
-        cache, last, done, rng = carry
-        rng, sub = jax.random.split(rng)
-        token = jnp.where(done, pad_id, choose_token(last, sub, temperature))
-        done = done | jnp.isin(token, eos)
-        logits, state = model.apply({"params": params, "cache": cache}, token[:, None],
-                                    jnp.ones((batch, 1), jnp.int32), mutable=["cache"])
-        return (state["cache"], logits[:, -1], done, rng), token
+    base_last, base_cache = _step(base, {"params": base_params}, init_cache(plan.base, batch, total), ids, mask, None)
+    arm_last, arm_caches = [], []
+    for model, (cfg, _), variables, p in zip(guides, plan.guides, guide_variables, prefs):
+        last, cache = _step(model, variables, init_cache(cfg, batch, total), ids, mask, p)
+        arm_last.append(last)
+        arm_caches.append(cache)
+    eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
+    ones = jnp.ones((batch, 1), jnp.int32)
 
-    init = (state["cache"], logits[:, -1], jnp.zeros((batch,), bool), rng)
-    _, tokens = jax.lax.scan(step, init, None, length=max_new_tokens)
-    return tokens.T  # [batch, max_new_tokens]
+    def cond(carry):
+        return (carry["i"] < plan.max_new_tokens) & ~jnp.all(carry["done"])
+
+    def body(carry):
+        rng, key = jax.random.split(carry["rng"])
+        logp = combine_logprobs(carry["base_last"], tuple(carry["arm_last"]), weights, plan.base_weight)
+        token = jnp.where(carry["done"], plan.pad_id, choose_token(logp, key, plan.sampler))
+        tokens = jax.lax.dynamic_update_slice(carry["tokens"], token[:, None], (0, carry["i"]))
+        base_last, base_cache = _step(base, {"params": base_params}, carry["base_cache"], token[:, None], ones, None)
+        arm_last, arm_caches = [], []
+        for model, variables, cache, p in zip(guides, guide_variables, carry["arm_caches"], prefs):
+            last, cache = _step(model, variables, cache, token[:, None], ones, p)
+            arm_last.append(last)
+            arm_caches.append(cache)
+        return {"i": carry["i"] + 1, "tokens": tokens, "done": carry["done"] | jnp.isin(token, eos), "rng": rng,
+                "base_last": base_last, "base_cache": base_cache, "arm_last": arm_last, "arm_caches": arm_caches}
+
+    carry = {"i": jnp.zeros((), jnp.int32), "tokens": jnp.full((batch, plan.max_new_tokens), plan.pad_id, jnp.int32),
+             "done": jnp.zeros((batch,), bool), "rng": rng, "base_last": base_last, "base_cache": base_cache,
+             "arm_last": arm_last, "arm_caches": arm_caches}
+    carry = jax.lax.while_loop(cond, body, carry)
+    return carry["tokens"], carry["i"]
+
+
+def guide_weights(guides: list, pref: np.ndarray | None, arm_weights, batch: int) -> np.ndarray:
+    """`[batch, n_guides]`: `arm_weight_i · α_i` for GenARM's plain ARMs (one per objective),
+    `arm_weight_i` for a preference-conditioned ARM (α goes into the ARM instead)."""
+    n = len(guides)
+    arm_weights = np.ones(n, np.float32) if arm_weights is None else np.asarray(arm_weights, np.float32)
+    if arm_weights.shape != (n,):
+        raise ConfigError(f"{arm_weights.size} ARM weights for {n} ARMs; give one weight per ARM")
+    conditioned = [g.adapter_config is not None and g.adapter_config.takes_pref for g in guides]
+    weights = np.tile(arm_weights, (batch, 1))
+    if pref is not None and n and not any(conditioned):
+        weights = weights * pref  # pref was checked to have one weight per plain ARM
+    return weights.astype(np.float32)
+
+
+def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
+                    arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
+                    pad_id: int | None = None, bucket: int = 32) -> tuple[list[list[int]], int]:
+    """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
+    run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
+    prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""
+    cfg = base.config
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
+    batch = len(prompts)
+    for g in guides:
+        if g.config.vocab_size < cfg.vocab_size:
+            raise ConfigError(f"an ARM has {g.config.vocab_size} tokens, fewer than the base's {cfg.vocab_size}; "
+                              "the ARM must share the base's tokenizer")
+    conditioned = [g for g in guides if g.adapter_config is not None and g.adapter_config.takes_pref]
+    if conditioned:
+        ks = {g.adapter_config.num_objectives for g in conditioned}
+        if len(ks) > 1:
+            raise ConfigError(f"preference-conditioned ARMs disagree on the number of objectives: {sorted(ks)}")
+        if pref is None:
+            raise ConfigError(f"the {conditioned[0].adapter_config.kind} ARM needs a preference vector of "
+                              f"{ks.pop()} weights (pref)")
+    pref_rows = None
+    if pref is not None:
+        k = conditioned[0].adapter_config.num_objectives if conditioned else len(guides)
+        pref_rows = check_pref(pref, k, batch)
+    weights = guide_weights(guides, pref_rows, arm_weights, batch)
+    pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+    ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts), bucket), pad_id)
+    if ids.shape[1] + max_new_tokens > cfg.max_position_embeddings:
+        raise ConfigError(f"a prompt bucket of {ids.shape[1]} tokens + {max_new_tokens} new tokens exceeds the "
+                          f"base's max_position_embeddings={cfg.max_position_embeddings}")
+
+    plan = _Plan(cfg, tuple((g.config, g.adapter_config) for g in guides), sampler, int(max_new_tokens),
+                 tuple(cfg.eos_token_ids), int(pad_id), float(base_weight))
+    guide_variables = tuple({"params": g.params} if g.adapter is None else {"params": g.params, "adapter": g.adapter}
+                            for g in guides)
+    tokens, steps = _rollout(base.params, guide_variables, jnp.asarray(ids), jnp.asarray(mask),
+                             None if pref_rows is None else jnp.asarray(pref_rows), jnp.asarray(weights),
+                             jax.random.key(seed), plan=plan)
+    out = []
+    for row in np.asarray(tokens).tolist():
+        ends = [i for i, t in enumerate(row) if t in cfg.eos_token_ids]
+        out.append(row[: ends[0] + 1] if ends else row[: int(steps)])
+    return out, int(steps)
 
 
 def generate_ids(handle, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                  seed: int = 0, pad_id: int | None = None) -> list[list[int]]:
-    """Generated token ids per prompt, up to and including the first EOS."""
-    cfg = handle.config
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
-    ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts)), pad_id)
-    tokens = _rollout(handle.params, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed), cfg=cfg,
-                      max_new_tokens=max_new_tokens, temperature=float(temperature),
-                      eos_ids=cfg.eos_token_ids, pad_id=pad_id)
-    out = []
-    for row in np.asarray(tokens).tolist():
-        ends = [i for i, t in enumerate(row) if t in cfg.eos_token_ids]
-        out.append(row[: ends[0] + 1] if ends else row)
-    return out
+    """The base model alone: generated token ids per prompt, up to and including the first EOS."""
+    return guided_generate(handle, [], prompts, max_new_tokens, sampler=Sampler(temperature), seed=seed,
+                           pad_id=pad_id)[0]
+
+
+def encode_prompts(tokenizer, prompts: list[str], chat: bool = True) -> list[list[int]]:
+    """Prompt token ids, wrapped in the tokenizer's chat template when it has one and `chat` is set."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                   tokenize=True, return_dict=True)["input_ids"]) for p in prompts]
+    return [tokenizer.encode(p) for p in prompts]
 
 
 def generate(handle, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
              seed: int = 0, chat: bool = True) -> list[str]:
-    """Text responses to `prompts`, wrapped in the tokenizer's chat template when `chat` is set."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=True, return_dict=False) for p in prompts]
-        encoded = [list(e["input_ids"]) if isinstance(e, dict) or hasattr(e, "keys") else list(e)
-                   for e in encoded]
-    else:
-        encoded = [tokenizer.encode(p) for p in prompts]
-    out = generate_ids(handle, encoded, max_new_tokens, temperature, seed, pad_id=tokenizer.pad_token_id)
+    """Text responses of the base model to `prompts`."""
+    out = generate_ids(handle, encode_prompts(tokenizer, prompts, chat), max_new_tokens, temperature, seed,
+                       pad_id=tokenizer.pad_token_id)
     return [tokenizer.decode(t, skip_special_tokens=True) for t in out]

@@ -1,0 +1,155 @@
+"""Guided decoding against oracles: a naive loop that recomputes the base's and the ARMs' full
+forward at every step and combines them in numpy; hand-made logits for the rule; one run per α for
+mixed batches; the compile cache for recompilation."""
+
+import jax
+import numpy as np
+import pytest
+
+import uniarm_jax
+from uniarm_jax.adapters import AdapterConfig
+from uniarm_jax.arm import init_adapter
+from uniarm_jax.decode import Sampler, _rollout, choose_token, combine_logprobs, guided_generate
+from uniarm_jax.errors import ConfigError
+from tests.test_adapters import randomise
+from tests.tiny_models import make_tiny_llama
+
+PROMPTS = [[5, 17, 33, 8, 60, 21, 9], [44, 3], [70, 12, 90, 15]]
+
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def naive_guided(base, guides, prompt, n, pref=None, weights=None, width=32):
+    """Full forwards every step (right-padded to one width: causal, so the padding cannot matter)."""
+    seq = list(prompt)
+    vocab = base.config.vocab_size
+    for _ in range(n):
+        padded = np.array([seq + [0] * (width - len(seq))])
+        logp = log_softmax(uniarm_jax.logits(base, padded)[0, len(seq) - 1].astype(np.float64))
+        for i, g in enumerate(guides):
+            conditioned = g.adapter_config is not None and g.adapter_config.takes_pref
+            arm = uniarm_jax.logits(g, padded, pref=[pref] if conditioned else None)[0, len(seq) - 1]
+            logp = logp + weights[i] * log_softmax(arm[:vocab].astype(np.float64))
+        token = int(np.argmax(logp))
+        seq.append(token)
+        if token in base.config.eos_token_ids:
+            break
+    return seq[len(prompt):]
+
+
+def strong_modulation(arm):
+    """G and H (the α-dependent part of MoSLoRA) large enough that α visibly changes greedy outputs."""
+    arm.adapter = jax.tree_util.tree_map_with_path(
+        lambda path, x: 30 * x if jax.tree_util.keystr(path).endswith(("['G']", "['H']")) else x, arm.adapter)
+    return arm
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode")
+    make_tiny_llama(root / "base", eos_token_id=None)
+    make_tiny_llama(root / "small", seed=1, eos_token_id=None, hidden_size=32, intermediate_size=64,
+                    num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    base = uniarm_jax.load_pretrained(str(root / "base"))
+    small = uniarm_jax.load_pretrained(str(root / "small"))
+    return {
+        "base": base,
+        "uniarm": strong_modulation(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=1)),
+        "lora0": randomise(init_adapter(base, AdapterConfig(kind="lora")), seed=2),
+        "lora1": randomise(init_adapter(base, AdapterConfig(kind="lora")), seed=3),
+        "weak": randomise(init_adapter(small, AdapterConfig(kind="moslora")), seed=4),
+    }
+
+
+@pytest.mark.parametrize("case", ["uniarm", "genarm", "weak-to-strong", "arm-only"])
+def test_cached_guided_greedy_equals_recomputed_full_forwards(models, case):
+    base, pref = models["base"], [0.3, 0.7]
+    guides = {"uniarm": [models["uniarm"]], "genarm": [models["lora0"], models["lora1"]],
+              "weak-to-strong": [models["weak"]], "arm-only": [models["uniarm"]]}[case]
+    arm_weights = [1.5] if case == "weak-to-strong" else None
+    base_weight = 0.0 if case == "arm-only" else 1.0
+    ours, _ = guided_generate(base, guides, PROMPTS, 6, pref=pref, arm_weights=arm_weights, base_weight=base_weight)
+    weights = [0.3, 0.7] if case == "genarm" else [1.5] if case == "weak-to-strong" else [1.0]
+    for prompt, got in zip(PROMPTS, ours):
+        expected = naive_guided(base, guides, prompt, 6, pref, weights) if base_weight else \
+            naive_guided_arm_only(guides[0], prompt, 6, pref)
+        assert got == expected
+
+
+def naive_guided_arm_only(arm, prompt, n, pref, width=32):
+    seq = list(prompt)
+    for _ in range(n):
+        padded = np.array([seq + [0] * (width - len(seq))])
+        seq.append(int(np.argmax(uniarm_jax.logits(arm, padded, pref=[pref])[0, len(seq) - 1])))
+    return seq[len(prompt):]
+
+
+def test_mixed_preference_batch_equals_one_run_per_preference(models):
+    prefs = [[1.0, 0.0], [0.5, 0.5], [0.1, 0.9]]
+    prompt = PROMPTS[0]
+    mixed, _ = guided_generate(models["base"], [models["uniarm"]], [prompt] * 3, 6, pref=prefs)
+    for row, pref in enumerate(prefs):
+        alone, _ = guided_generate(models["base"], [models["uniarm"]], [prompt], 6, pref=pref)
+        assert mixed[row] == alone[0]
+    assert len({tuple(m) for m in mixed}) > 1  # the preference changes the output
+
+
+def test_no_recompilation_across_preferences_and_prompts_in_a_bucket(models):
+    guided_generate(models["base"], [models["uniarm"]], [PROMPTS[0], PROMPTS[1]], 4, pref=[0.5, 0.5])
+    size = _rollout._cache_size()
+    guided_generate(models["base"], [models["uniarm"]], [PROMPTS[2], [9, 9, 9, 9, 9]], 4, pref=[[0.9, 0.1], [0, 1]])
+    guided_generate(models["base"], [models["uniarm"]], [[1], PROMPTS[0]], 4, pref=[0.2, 0.8], seed=5)
+    assert _rollout._cache_size() == size
+
+
+def test_sampling_is_reproducible_and_respects_top_k(models):
+    args = (models["base"], [models["uniarm"]], PROMPTS, 8)
+    sampler = Sampler(temperature=1.0, top_k=5, top_p=0.9)
+    a, _ = guided_generate(*args, pref=[0.5, 0.5], sampler=sampler, seed=1)
+    b, _ = guided_generate(*args, pref=[0.5, 0.5], sampler=sampler, seed=1)
+    c, _ = guided_generate(*args, pref=[0.5, 0.5], sampler=sampler, seed=2)
+    assert a == b and a != c
+
+    logp = jax.numpy.asarray(np.random.RandomState(0).randn(4, 50))
+    top5 = np.argsort(-np.asarray(logp), axis=-1)[:, :5]
+    for seed in range(20):
+        token = np.asarray(choose_token(logp, jax.random.key(seed), Sampler(1.0, top_k=5)))
+        assert all(token[r] in top5[r] for r in range(4))
+    nucleus = np.asarray(choose_token(logp, jax.random.key(0), Sampler(1.0, top_p=1e-6)))
+    np.testing.assert_array_equal(nucleus, np.argmax(np.asarray(logp), -1))  # only the top token survives
+
+
+def test_combination_rule_on_hand_made_logits():
+    base = np.array([[2.0, 1.0, 0.0, -1.0]])
+    arm_a = np.array([[0.0, 3.0, 0.0, 0.0, 9.0]])  # a larger vocabulary: the 5th token is cut
+    arm_b = np.array([[1.0, 1.0, 4.0, 0.0]])
+    weights = np.array([[0.7, 0.3]])
+    ours = np.asarray(combine_logprobs(base, (arm_a, arm_b), weights, 1.0))
+    expected = log_softmax(base) + 0.7 * log_softmax(arm_a[:, :4]) + 0.3 * log_softmax(arm_b)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_rows_stop_at_eos_and_are_padded_after(models):
+    free, _ = guided_generate(models["base"], [models["uniarm"]], PROMPTS, 8, pref=[0.5, 0.5])
+    eos = free[0][2]
+    base = models["base"]
+    stopping = base.__class__(base.config.replace(eos_token_id=int(eos)), base.params)
+    stopped, steps = guided_generate(stopping, [models["uniarm"]], PROMPTS, 8, pref=[0.5, 0.5])
+    for row, toks in enumerate(free):
+        expect = toks[: toks.index(eos) + 1] if eos in toks else toks
+        assert stopped[row] == expect
+
+
+def test_bad_decoding_input_is_refused_before_compiling(models):
+    base, arm = models["base"], models["uniarm"]
+    with pytest.raises(ConfigError, match=r"preference vector \[0.6, 0.6\] sums to 1.2"):
+        guided_generate(base, [arm], PROMPTS, 4, pref=[0.6, 0.6])
+    with pytest.raises(ConfigError, match="needs a preference vector of 2 weights"):
+        guided_generate(base, [arm], PROMPTS, 4)
+    with pytest.raises(ConfigError, match=r"preference vector\(s\) \[0.2, 0.3, 0.5\] must have 2 entries each"):
+        guided_generate(base, [models["lora0"], models["lora1"]], PROMPTS, 4, pref=[0.2, 0.3, 0.5])
+    with pytest.raises(ConfigError, match="top_p must be in"):
+        Sampler(1.0, top_p=0.0)
