@@ -5,6 +5,7 @@
     uniarm export --base HF_DIR --adapter DIR --out DIR [--pref a,b] [--format peft|merged]
     uniarm generate --base HF_DIR --prompt TEXT ...    cached generation from the base model
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
+    uniarm sample --base HF_DIR [--arm PATH]... [--pref a,b]... --prompts F --out F   guided decoding
     uniarm train CONFIG.yaml [section.key=value ...]   train an ARM (GenARM, PARM or UniARM)
     uniarm demo                                        prepare SmolLM2 and generate from it
     uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
@@ -99,6 +100,12 @@ def _convert(args) -> None:
     handle = load_pretrained(args.base, dtype=args.dtype)
     save_pretrained(handle, args.out)
     print(f"wrote {args.out} ({handle.num_params} parameters, {args.dtype})")
+
+
+def _sample(args) -> None:
+    from uniarm_jax.sample import sample
+
+    sample(args)
 
 
 def _train(args) -> None:
@@ -215,6 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("sample", help="guided generation: base + ARM(s) under preference vectors")
+    p.add_argument("--base", required=True, help="Hugging Face directory of the frozen base")
+    p.add_argument("--arm", action="append", help="an adapter directory of this project or a Hugging Face "
+                   "directory (a fully fine-tuned ARM); repeat for GenARM's one ARM per objective")
+    p.add_argument("--arm-weight", action="append", type=float, help="one per --arm (default 1)")
+    p.add_argument("--base-weight", type=float, default=1.0, help="0 samples from the ARM alone")
+    p.add_argument("--pref", action="append", help="a preference vector a,b,...; repeat to sweep a grid")
+    p.add_argument("--prompts", required=True, help='JSON lines {"prompt": ...}')
+    p.add_argument("--out", required=True, help="JSON lines: prompt, pref, prompt_token_ids, token_ids, text")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", choices=TEMPLATES, default="chat")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--truncate-prompts", action="store_true", help="keep the last tokens of longer prompts")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_sample)
 
     p = sub.add_parser("train", help="train an ARM: uniarm train CONFIG.yaml [section.key=value ...]")
     p.add_argument("config", help="YAML experiment config (see configs/)")

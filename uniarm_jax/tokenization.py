@@ -100,6 +100,15 @@ def finish_response(ids: list[int], eos: int, budget: int) -> tuple[list[int], b
     return ids[:budget - 1] + [eos], len(ids) > budget - 1
 
 
+def encode_prompt(tokenizer, prompt: str, config: TokenizeConfig) -> tuple[list[int], int, bool]:
+    """A prompt as the ARM was trained to see it (template, BOS once, the last tokens kept), for
+    decoding: `(ids, untruncated length, truncated?)`."""
+    bos, _, _ = special_ids(tokenizer, config)
+    raw = tokenizer(apply_template(config.template, prompt, tokenizer), add_special_tokens=False)["input_ids"]
+    ids, cut = finish_prompt(list(raw), bos, config)
+    return ids, len(raw) + (bos is not None and (not raw or raw[0] != bos)), cut
+
+
 def encode(tokenizer, prompt: str, response: str, config: TokenizeConfig) -> tuple[np.ndarray, np.ndarray]:
     """One (prompt, response) pair: token ids `[T]` and the loss mask `[T]` (1 on response tokens)."""
     bos, eos, _ = special_ids(tokenizer, config)

@@ -1,0 +1,97 @@
+"""`uniarm sample` end to end on a tiny word-level Llama and a saved UniARM adapter, and its refusals."""
+
+import contextlib
+import io
+import json
+import shutil
+
+import pytest
+
+import uniarm_jax
+from uniarm_jax.adapters import AdapterConfig
+from uniarm_jax.arm import init_adapter, save_adapter
+from uniarm_jax.cli import main
+from uniarm_jax.decode import guided_generate
+from tests.synthetic import vocabulary
+from tests.test_adapters import randomise
+from tests.tiny_models import make_tiny_word_llama
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    make_tiny_word_llama(root / "base", vocabulary())
+    base = uniarm_jax.load_pretrained(str(root / "base"))
+    arm = randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=5)
+    save_adapter(arm, str(root / "arm"))
+    with open(root / "prompts.jsonl", "w") as f:
+        for p in ["Name some fruit.", "What is in the basket?", "Say six words."]:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    return root, base, arm
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def uniarm_sample(*args):
+    """`uniarm sample ...` in this process (the command's own entry point, without a new interpreter)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["sample", "--no-progress", *map(str, args)])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def test_sample_writes_every_prompt_under_every_preference(setup, tmp_path):
+    root, base, arm = setup
+    out = tmp_path / "out.jsonl"
+    res = uniarm_sample("--base", root / "base", "--arm", root / "arm", "--pref", "1,0", "--pref", "0.3,0.7",
+                        "--prompts", root / "prompts.jsonl", "--out", out, "--max-new-tokens", 5,
+                        "--template", "raw", "--batch-size", 2)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in open(out)]
+    assert len(rows) == 6 and [r["pref"] for r in rows] == [[1.0, 0.0]] * 3 + [[0.3, 0.7]] * 3
+    assert set(rows[0]) == {"prompt", "pref", "prompt_token_ids", "token_ids", "text"}
+    assert "tokens/s" in res.stdout
+    tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
+    for row in rows:  # the same as the library call, row by row
+        expected, _ = guided_generate(base, [arm], [row["prompt_token_ids"]], 5, pref=row["pref"],
+                                      pad_id=tokenizer.pad_token_id)
+        assert row["token_ids"] == expected[0]
+        assert row["prompt_token_ids"][0] == tokenizer.bos_token_id
+        assert row["text"] == tokenizer.decode(row["token_ids"], skip_special_tokens=True)
+
+
+def test_sample_refuses_bad_input_before_compiling(setup, tmp_path):
+    root, base, arm = setup
+    common = ["--prompts", root / "prompts.jsonl", "--out", tmp_path / "o.jsonl", "--template", "raw",
+              "--max-new-tokens", 4]
+    res = uniarm_sample("--base", root / "base", "--arm", root / "arm", "--pref", "0.7,0.7", *common)
+    assert res.returncode == 2 and "preference vector [0.7, 0.7] sums to 1.4" in res.stderr
+    res = uniarm_sample("--base", root / "base", "--arm", root / "arm", *common)
+    assert res.returncode == 2 and "needs --pref with 2 weights" in res.stderr
+    res = uniarm_sample("--base", root / "base", "--arm", root / "missing", "--pref", "1,0", *common)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+    res = uniarm_sample("--base", root / "base", "--arm", root / "arm", "--pref", "1,0", "--max-prompt-tokens", 3,
+                        *common)
+    assert res.returncode == 2 and "prompt 1 of" in res.stderr and "--truncate-prompts" in res.stderr
+    res = uniarm_sample("--base", root / "base", "--arm", root / "arm", "--pref", "1,0", "--max-prompt-tokens", 3,
+                        "--truncate-prompts", *common)
+    assert res.returncode == 0, res.stderr
+    assert "prompts longer than 3 tokens kept only their last tokens" in res.stdout
+    assert all(len(json.loads(line)["prompt_token_ids"]) == 3 for line in open(tmp_path / "o.jsonl"))
+
+    other = sorted(vocabulary())[::-1]  # the same words, other ids
+    make_tiny_word_llama(tmp_path / "other", ["zebra"] + other[1:])
+    res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "other", *common)
+    assert res.returncode == 2 and "disagrees with the base's" in res.stderr
+
+    # an adapter whose recorded base now holds another model (3 layers, the adapter has 2)
+    make_tiny_word_llama(tmp_path / "deeper", vocabulary(), num_hidden_layers=3)
+    shutil.copytree(root / "arm", tmp_path / "arm")
+    meta = json.load(open(tmp_path / "arm" / "adapter_config.json"))
+    json.dump(dict(meta, base_path=str(tmp_path / "deeper")), open(tmp_path / "arm" / "adapter_config.json", "w"))
+    res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "arm", "--pref", "1,0", *common)
+    assert res.returncode == 2 and "num_hidden_layers=2; this base has num_hidden_layers=3" in res.stderr
