@@ -2,6 +2,8 @@
 forward at every step and combines them in numpy; hand-made logits for the rule; one run per α for
 mixed batches; the compile cache for recompilation."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -153,3 +155,20 @@ def test_bad_decoding_input_is_refused_before_compiling(models):
         guided_generate(base, [models["lora0"], models["lora1"]], PROMPTS, 4, pref=[0.2, 0.3, 0.5])
     with pytest.raises(ConfigError, match="top_p must be in"):
         Sampler(1.0, top_p=0.0)
+
+
+def test_weak_to_strong_with_the_base_sharded_over_the_tensor_axis(models, tmp_path):
+    """The big base split 8 ways over `tensor`, the small ARM by its own shapes: the same tokens."""
+    from uniarm_jax.sharding import make_mesh
+    from uniarm_jax.checkpoints import export_hf
+
+    mesh = make_mesh(1, 1, 8)
+    export_hf(models["base"].params, models["base"].config, str(tmp_path / "base"))
+    export_hf(models["weak"].params, models["weak"].config, str(tmp_path / "weak"))
+    base = uniarm_jax.load_pretrained(str(tmp_path / "base"), mesh=mesh)
+    assert base.params["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec[2] == "tensor"
+    weak = dataclasses.replace(uniarm_jax.load_pretrained(str(tmp_path / "weak"), mesh=mesh),
+                               adapter_config=models["weak"].adapter_config, adapter=models["weak"].adapter)
+    sharded, _ = guided_generate(base, [weak], PROMPTS, 6, pref=[0.3, 0.7], arm_weights=[1.5])
+    single, _ = guided_generate(models["base"], [models["weak"]], PROMPTS, 6, pref=[0.3, 0.7], arm_weights=[1.5])
+    assert sharded == single

@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-tokens", type=int, default=512)
     p.add_argument("--truncate-prompts", action="store_true", help="keep the last tokens of longer prompts")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--mesh", default=None, help="data,fsdp,tensor, e.g. 1,1,8: shard the base and the ARMs "
+                   "(each by its own shapes) over the devices; a big base goes over the tensor axis")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_sample)
 

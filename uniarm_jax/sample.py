@@ -43,7 +43,7 @@ def _same_dir(a: str | None, b: str) -> bool:
     return a is not None and os.path.realpath(a) == os.path.realpath(b)
 
 
-def load_arm(path: str, base, dtype: str):
+def load_arm(path: str, base, dtype: str, mesh=None):
     """An ARM handle from `path`: an adapter directory (on the base it was trained on; the decoding
     base's weights are shared when it is the same model) or a plain Hugging Face directory."""
     if not os.path.isdir(path):
@@ -56,9 +56,9 @@ def load_arm(path: str, base, dtype: str):
         if not arm_base_dir or not os.path.isdir(arm_base_dir):
             raise CheckpointError(f"ARM {path!r} was trained on base {arm_base_dir!r}, which is not here; "
                                   "its adapter needs that base model")
-        return load_adapter(load_pretrained(arm_base_dir, dtype=dtype), path), arm_base_dir
+        return load_adapter(load_pretrained(arm_base_dir, dtype=dtype, mesh=mesh), path), arm_base_dir
     if os.path.isfile(os.path.join(path, "config.json")):
-        return load_pretrained(path, dtype=dtype), path
+        return load_pretrained(path, dtype=dtype, mesh=mesh), path
     raise CheckpointError(f"ARM {path!r} is neither an adapter directory (adapter_config.json) nor a Hugging "
                           "Face model directory (config.json)")
 
@@ -81,13 +81,22 @@ def sample(args, log=print) -> dict:
     sampler = Sampler(args.temperature, args.top_k, args.top_p)
     prompts = read_prompts(args.prompts)
     prefs = [parse_pref(p) for p in args.pref] if args.pref else [None]
-    base = load_pretrained(args.base, dtype=args.dtype)
+    mesh = None
+    if args.mesh:
+        from uniarm_jax.sharding import make_mesh
+
+        try:
+            data, fsdp, tensor = (int(v) for v in args.mesh.split(","))
+        except ValueError:
+            raise ConfigError(f"--mesh {args.mesh!r} is not three integers data,fsdp,tensor (e.g. 1,1,8)") from None
+        mesh = make_mesh(data, fsdp, tensor)
+    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
     tokenizer = load_tokenizer(args.base)
     arms, arm_weights = [], args.arm_weight or [1.0] * len(args.arm or [])
     if len(arm_weights) != len(args.arm or []):
         raise ConfigError(f"{len(arm_weights)} --arm-weight values for {len(args.arm or [])} --arm; give one per ARM")
     for path in args.arm or []:
-        arm, arm_base_dir = load_arm(path, base, args.dtype)
+        arm, arm_base_dir = load_arm(path, base, args.dtype, mesh)
         if not _same_dir(arm_base_dir, args.base):
             check_tokenizers_agree(tokenizer, load_tokenizer(arm_base_dir), path)
         arms.append(arm)
