@@ -86,7 +86,7 @@ def _print_generations(handle, tokenizer, prompts, args) -> None:
 
     start = time.perf_counter()
     texts = generate(handle, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, seed=args.seed, chat=not args.no_chat)
+                     temperature=args.temperature, seed=args.seed, template=args.template)
     seconds = time.perf_counter() - start
     for prompt, text in zip(prompts, texts):
         print(f"\n>>> {prompt}\n{text}")
@@ -180,7 +180,7 @@ def _add_sampling(p) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
+    p.add_argument("--template", choices=TEMPLATES, default="chat", help="how prompts are framed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -222,17 +222,19 @@ def generate_ids(handle, prompts: list[list[int]], max_new_tokens: int, temperat
                            pad_id=pad_id)[0]
 
 
-def encode_prompts(tokenizer, prompts: list[str], chat: bool = True) -> list[list[int]]:
-    """Prompt token ids, wrapped in the tokenizer's chat template when it has one and `chat` is set."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                   tokenize=True, return_dict=True)["input_ids"]) for p in prompts]
-    return [tokenizer.encode(p) for p in prompts]
-
-
 def generate(handle, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
-             seed: int = 0, chat: bool = True) -> list[str]:
-    """Text responses of the base model to `prompts`."""
-    out = generate_ids(handle, encode_prompts(tokenizer, prompts, chat), max_new_tokens, temperature, seed,
-                       pad_id=tokenizer.pad_token_id)
+             seed: int = 0, template: str = "chat") -> list[str]:
+    """Text responses of the base model to `prompts`, framed by `template` as in training."""
+    from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+
+    limit = handle.config.max_position_embeddings - max_new_tokens
+    cfg = TokenizeConfig(template=template, max_prompt_tokens=limit, max_total_tokens=limit + max_new_tokens)
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        ids, length, cut = encode_prompt(tokenizer, prompt, cfg)
+        if cut:
+            raise ConfigError(f"prompt {i + 1} has {length} tokens; with {max_new_tokens} new tokens the model "
+                              f"holds at most {limit}")
+        encoded.append(ids)
+    out = generate_ids(handle, encoded, max_new_tokens, temperature, seed, pad_id=tokenizer.pad_token_id)
     return [tokenizer.decode(t, skip_special_tokens=True) for t in out]
