@@ -144,8 +144,9 @@ class _TorchBinFile:
         return t.numpy().copy()
 
 
-def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict) -> None:
-    """Refuses a checkpoint with a missing, unexpected or mis-shaped tensor, naming it and both shapes."""
+def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict, ignore: str | None = None) -> None:
+    """Refuses a checkpoint with a missing, unexpected or mis-shaped tensor, naming it and both shapes.
+    Tensors whose names fully match the regex `ignore` (a score model's head) are not the Llama's."""
     expected = {}
     for path, leaf in _flat(shapes).items():
         shape = leaf.shape[1:] if path in _LAYER_MAP else leaf.shape
@@ -155,7 +156,7 @@ def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict) -> None:
     present = tensors.names()
     if cfg.tie_word_embeddings:
         present.discard("lm_head.weight")  # a tied copy some exporters write anyway
-    present = {n for n in present if not _IGNORED.fullmatch(n)}
+    present = {n for n in present if not _IGNORED.fullmatch(n) and not (ignore and re.fullmatch(ignore, n))}
     missing = sorted(set(expected) - present)
     if missing:
         raise CheckpointError(f"{tensors.hf_dir}: tensor {missing[0]!r} is missing (expected shape "
@@ -170,12 +171,12 @@ def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict) -> None:
                                   f"the config expects {shape}")
 
 
-def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None) -> dict:
+def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = None) -> dict:
     """Our parameter tree from an HF directory, each array placed in its sharding on `mesh`
-    (or on the default device), in `cfg.param_dtype`."""
+    (or on the default device), in `cfg.param_dtype`. `ignore`: see `check_tensors`."""
     tensors = TensorIndex(hf_dir)
     shapes = param_shapes(cfg)
-    check_tensors(tensors, cfg, shapes)
+    check_tensors(tensors, cfg, shapes, ignore)
     shardings = param_shardings(mesh, shapes) if mesh is not None else None
     dtype = np.dtype(jnp.dtype(cfg.param_dtype))
 
