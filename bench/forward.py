@@ -20,22 +20,12 @@ import argparse
 import copy
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
+
+from common import clock as _clock, memory_mib as _memory_mib, run_fresh, summary as _summary  # bench/ is sys.path[0]
 
 MIB = 1024 * 1024
 PROBES = ("jax-import", "jax-load", "torch-import", "torch-load", "torch-load-read")
-
-
-def _memory_mib() -> dict:
-    """Peak RSS (ru_maxrss, Linux: KiB), and the resident anonymous / file-backed memory now."""
-    with open("/proc/self/status") as f:
-        rss = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("RssAnon", "RssFile"))}
-    return {"peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "anon_file_now": [round(rss["RssAnon"] / 1024, 1), round(rss["RssFile"] / 1024, 1)]}
 
 
 def _probe(kind: str, model_dir: str) -> None:
@@ -59,31 +49,7 @@ def _probe(kind: str, model_dir: str) -> None:
 
 
 def _run_probe(kind: str, model_dir: str) -> dict:
-    # Linux carries ru_maxrss across execve, so a child exec'd straight from this (large) process would
-    # report our peak. A small shell in between forks the probe, whose ru_maxrss starts from the shell's.
-    cmd = [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--_probe", kind]
-    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _clock(fn):
-    """fn's result, its wall seconds, and the CPU seconds (all threads) this process spent meanwhile."""
-    c0, t0 = os.times(), time.perf_counter()
-    out = fn()
-    t1, c1 = time.perf_counter(), os.times()
-    return out, t1 - t0, (c1.user + c1.system) - (c0.user + c0.system)
-
-
-def _summary(ours: list, ref: list, scale: float) -> dict:
-    """Medians, ranges, the median of per-pair ratios ours/torch (each pair ran back to back), and CPU
-    seconds per wall second: about the core count when the machine gives us all of it."""
-    med, (ours, ours_cpu), (ref, ref_cpu) = statistics.median, zip(*ours), zip(*ref)
-    return {"ours_median": round(med(ours) * scale, 3), "torch_median": round(med(ref) * scale, 3),
-            "ours_min_max": [round(min(ours) * scale, 3), round(max(ours) * scale, 3)],
-            "torch_min_max": [round(min(ref) * scale, 3), round(max(ref) * scale, 3)],
-            "time_ratio_ours_over_torch": round(med(ours) / med(ref), 3),
-            "median_pairwise_time_ratio": round(med(o / r for o, r in zip(ours, ref)), 3),
-            "cpu_per_wall_ours_torch": [round(sum(ours_cpu) / sum(ours), 2), round(sum(ref_cpu) / sum(ref), 2)]}
+    return run_fresh([sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--_probe", kind])
 
 
 def main() -> None:

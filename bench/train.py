@@ -21,11 +21,10 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from forward import _clock, _memory_mib, _summary  # bench/ is this script's sys.path[0]
+from common import clock as _clock, memory_mib as _memory_mib, run_fresh, summary as _summary  # bench/ is sys.path[0]
 
 PROBES = ("jax-import", "jax-train", "torch-import", "torch-train")
 TARGETS = ("q_proj", "k_proj", "v_proj")
@@ -137,10 +136,7 @@ def _probe(kind: str, a) -> None:
 
 
 def _run_probe(kind: str, a) -> dict:
-    # ru_maxrss survives execve: a small shell forks the probe so it does not start from our peak.
-    cmd = [sys.executable, os.path.abspath(__file__), "--_probe", kind] + a.forward_args
-    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh([sys.executable, os.path.abspath(__file__), "--_probe", kind] + a.forward_args)
 
 
 def cpu_main(a) -> dict:

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmarks in bench/ (each runs as a script, so bench/ is its sys.path[0]).
+
+- `clock`: wall and process CPU seconds of one call;
+- `summary`: medians, ranges and ratios of paired (ours, reference) timings;
+- `memory_mib`: this process's peak RSS and current anonymous / file-backed RSS;
+- `run_fresh`: a command in a fresh process whose peak RSS does not start from ours, its last JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import time
+
+
+def memory_mib() -> dict:
+    """Peak RSS (ru_maxrss, Linux: KiB), and the resident anonymous / file-backed memory now."""
+    with open("/proc/self/status") as f:
+        rss = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("RssAnon", "RssFile"))}
+    return {"peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "anon_file_now": [round(rss["RssAnon"] / 1024, 1), round(rss["RssFile"] / 1024, 1)]}
+
+
+def run_fresh(cmd: list) -> dict:
+    """Runs `cmd` and parses the last line of its stdout as JSON.
+
+    Linux carries ru_maxrss across execve, so a child exec'd straight from a large process would report
+    that process's peak. A small shell in between forks the command, whose ru_maxrss starts from the
+    shell's."""
+    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def clock(fn):
+    """fn's result, its wall seconds, and the CPU seconds (all threads) this process spent meanwhile."""
+    c0, t0 = os.times(), time.perf_counter()
+    out = fn()
+    t1, c1 = time.perf_counter(), os.times()
+    return out, t1 - t0, (c1.user + c1.system) - (c0.user + c0.system)
+
+
+def summary(ours: list, ref: list, scale: float) -> dict:
+    """Medians, ranges, the median of per-pair ratios ours/torch (each pair ran back to back), and CPU
+    seconds per wall second: about the core count when the machine gives us all of it. `ours` and `ref`
+    are lists of (wall, cpu) pairs from `clock`."""
+    med, (ours, ours_cpu), (ref, ref_cpu) = statistics.median, zip(*ours), zip(*ref)
+    return {"ours_median": round(med(ours) * scale, 3), "torch_median": round(med(ref) * scale, 3),
+            "ours_min_max": [round(min(ours) * scale, 3), round(max(ours) * scale, 3)],
+            "torch_min_max": [round(min(ref) * scale, 3), round(max(ref) * scale, 3)],
+            "time_ratio_ours_over_torch": round(med(ours) / med(ref), 3),
+            "median_pairwise_time_ratio": round(med(o / r for o, r in zip(ours, ref)), 3),
+            "cpu_per_wall_ours_torch": [round(sum(ours_cpu) / sum(ours), 2), round(sum(ref_cpu) / sum(ref), 2)]}
