@@ -107,7 +107,7 @@ class _Plan:
 
 
 def _step(model, variables, cache, tokens, mask, pref):
-    logits, state = model.apply({**variables, "cache": cache}, tokens, mask, pref, mutable=["cache"])
+    logits, state = model.apply({**variables, "cache": cache}, tokens, mask, pref, last_only=True, mutable=["cache"])
     return logits[:, -1], state["cache"]
 
 

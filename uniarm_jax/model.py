@@ -203,14 +203,15 @@ class Llama(nn.Module):
     chunk to the cache: call it once with the left-padded prompt (prefill), then with one token per row.
     With an `adapter` config, the targeted projections add that adapter's delta under the per-example
     preference vectors `pref` `[batch, k]` (a call argument, so one compiled graph serves every α).
-    `deterministic=False` turns on adapter dropout (rng stream "dropout").
+    `deterministic=False` turns on adapter dropout (rng stream "dropout"); `last_only` returns only the
+    last position's logits `[batch, 1, vocab]`.
     """
 
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True):
+    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True, last_only=False):
         cfg = self.cfg
         b, l = input_ids.shape
         if attention_mask is None:
@@ -251,6 +252,8 @@ class Llama(nn.Module):
                         in_axes=(nn.broadcast,) * 4, length=cfg.num_hidden_layers)
         x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, cache_index, pref)
         x = RMSNorm(cfg, frozen, name="norm")(x)
+        if last_only:  # decoding needs only the next token's logits: skip the vocabulary matmul elsewhere
+            x = x[:, -1:]
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embedding.T)
         else:
