@@ -3,7 +3,8 @@
 - `clock`: wall and process CPU seconds of one call;
 - `summary`: medians, ranges and ratios of paired (ours, reference) timings;
 - `memory_mib`: this process's peak RSS and current anonymous / file-backed RSS;
-- `run_fresh`: a command in a fresh process whose peak RSS does not start from ours, its last JSON line.
+- `run_fresh`: a command in a fresh process whose peak RSS does not start from ours, its last JSON line;
+- `memory_increment`: a probe's peak RSS against the baseline probe that only imported the libraries.
 """
 
 from __future__ import annotations
@@ -53,3 +54,9 @@ def summary(ours: list, ref: list, scale: float) -> dict:
             "time_ratio_ours_over_torch": round(med(ours) / med(ref), 3),
             "median_pairwise_time_ratio": round(med(o / r for o, r in zip(ours, ref)), 3),
             "cpu_per_wall_ours_torch": [round(sum(ours_cpu) / sum(ours), 2), round(sum(ref_cpu) / sum(ref), 2)]}
+
+
+def memory_increment(baseline: dict, probe: dict, phase: str) -> dict:
+    """Peak RSS of a fresh process that ran `phase`, beside one that only imported the same libraries."""
+    return {"import_baseline": baseline["peak"], f"peak_{phase}": probe["peak"],
+            "increment": round(probe["peak"] - baseline["peak"], 1), "anon_file_now": probe["anon_file_now"]}

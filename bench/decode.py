@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from common import clock, memory_mib, run_fresh, summary  # bench/ is this script's sys.path[0]
+from common import clock, memory_increment, memory_mib, run_fresh, summary  # bench/ is this script's sys.path[0]
 
 PROBES = ("jax-import", "jax-decode", "torch-import", "torch-decode")
 ACFG = dict(kind="moslora", rank=8, num_objectives=2)  # targets q,k,v (the default); dropout off in decoding
@@ -242,9 +242,7 @@ def cpu_main(a) -> dict:
     tmp.cleanup()
 
     def side(lib):
-        base_mib, peak = mem[f"{lib}-import"]["peak"], mem[f"{lib}-decode"]["peak"]
-        return {"import_baseline": base_mib, "peak_decode": peak, "increment": round(peak - base_mib, 1),
-                "anon_file_now": mem[f"{lib}-decode"]["anon_file_now"]}
+        return memory_increment(mem[f"{lib}-import"], mem[f"{lib}-decode"], "decode")
 
     return {
         "meta": {"mode": "cpu", "jax": jax.__version__, "torch": torch.__version__,

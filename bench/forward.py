@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from common import clock as _clock, memory_mib as _memory_mib, run_fresh, summary as _summary  # bench/ is sys.path[0]
+from common import clock, memory_mib, run_fresh, summary  # bench/ is sys.path[0]
 
 MIB = 1024 * 1024
 PROBES = ("jax-import", "jax-load", "torch-import", "torch-load", "torch-load-read")
@@ -45,7 +45,7 @@ def _probe(kind: str, model_dir: str) -> None:
             if kind == "torch-load-read":  # the weights are mmap'd: reading them faults the pages in
                 with torch.inference_mode():
                     sum(float(p.sum()) for p in model.parameters())
-    print(json.dumps(_memory_mib()))
+    print(json.dumps(memory_mib()))
 
 
 def _run_probe(kind: str, model_dir: str) -> dict:
@@ -112,8 +112,8 @@ def main() -> None:
         # 1. prefill, ours and torch alternating.
         ours_pf, torch_pf = [], []
         for _ in range(R):
-            ours_pf.append(_clock(lambda: jax.block_until_ready(prefill(params, j_ids, j_mask)))[1:])
-            torch_pf.append(_clock(torch_prefill)[1:])
+            ours_pf.append(clock(lambda: jax.block_until_ready(prefill(params, j_ids, j_mask)))[1:])
+            torch_pf.append(clock(torch_prefill)[1:])
 
         # 2. decode: per repeat, copies of the prefilled caches, then N one-token steps, ours and torch
         # alternating step by step. Repeat 0 is a warm-up (it compiles the step).
@@ -123,9 +123,9 @@ def main() -> None:
         for r in range(R + 1):
             cache, past = jax.tree.map(jnp.copy, cache0), copy.deepcopy(past0)
             for j_tok, t_tok in zip(j_steps, t_steps):
-                (ours_last, cache), *t_ours = _clock(
+                (ours_last, cache), *t_ours = clock(
                     lambda: jax.block_until_ready(decode_step(params, cache, j_tok, j_one)))
-                out, *t_torch = _clock(lambda: ref(input_ids=t_tok, past_key_values=past, use_cache=True))
+                out, *t_torch = clock(lambda: ref(input_ids=t_tok, past_key_values=past, use_cache=True))
                 past = out.past_key_values  # the same DynamicCache, grown in place
                 if r:
                     ours_dec.append(t_ours)
@@ -143,7 +143,7 @@ def main() -> None:
                 "anon_file_now": mem[f"{lib}-load"]["anon_file_now"]}
 
     dev = jax.devices()[0]
-    prefill_s = _summary(ours_pf, torch_pf, 1.0)
+    prefill_s = summary(ours_pf, torch_pf, 1.0)
     result = {
         "meta": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
                  "device_kind": dev.device_kind, "platform": dev.platform, "torch_threads": torch.get_num_threads(),
@@ -154,7 +154,7 @@ def main() -> None:
         "prefill_tokens_per_s": {"ours": round(B * L / prefill_s["ours_median"], 1),
                                  "torch": round(B * L / prefill_s["torch_median"], 1),
                                  "ratio_ours_over_torch": round(prefill_s["torch_median"] / prefill_s["ours_median"], 3)},
-        "decode_step_ms": _summary(ours_dec, torch_dec, 1e3),
+        "decode_step_ms": summary(ours_dec, torch_dec, 1e3),
         "load_memory_mib": {
             "safetensors_file": round(st_bytes / MIB, 1), "ours": loader("jax"),
             "torch": {**loader("torch"), "after_reading_weights": mem["torch-load-read"]["peak"],

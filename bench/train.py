@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from common import clock as _clock, memory_mib as _memory_mib, run_fresh, summary as _summary  # bench/ is sys.path[0]
+from common import clock, memory_increment, memory_mib, run_fresh, summary  # bench/ is sys.path[0]
 
 PROBES = ("jax-import", "jax-train", "torch-import", "torch-train")
 TARGETS = ("q_proj", "k_proj", "v_proj")
@@ -132,7 +132,7 @@ def _probe(kind: str, a) -> None:
         step = ours_cpu(a, batch)[0] if side == "jax" else torch_cpu(a, batch)
         for _ in range(a.repeats + 1):
             step()
-    print(json.dumps(_memory_mib()))
+    print(json.dumps(memory_mib()))
 
 
 def _run_probe(kind: str, a) -> dict:
@@ -141,7 +141,6 @@ def _run_probe(kind: str, a) -> dict:
 
 def cpu_main(a) -> dict:
     import jax
-    import numpy as np
     import torch
     import transformers
     import peft
@@ -152,18 +151,16 @@ def cpu_main(a) -> dict:
     tokens = 2 * a.batch * a.length
 
     # first calls: ours traces + compiles; B = 0 at init, so both start from the base model's loss
-    (loss0_ours, first_ours, _), (loss0_torch, first_torch, _) = _clock(ours), _clock(ref)
+    (loss0_ours, first_ours, _), (loss0_torch, first_torch, _) = clock(ours), clock(ref)
     ours_t, torch_t = [], []
     for _ in range(a.repeats):
-        ours_t.append(_clock(ours)[1:])
-        torch_t.append(_clock(ref)[1:])
-    s = _summary(ours_t, torch_t, 1.0)
+        ours_t.append(clock(ours)[1:])
+        torch_t.append(clock(ref)[1:])
+    s = summary(ours_t, torch_t, 1.0)
     mem = {k: _run_probe(k, a) for k in PROBES}
 
     def side(lib):
-        base, peak = mem[f"{lib}-import"]["peak"], mem[f"{lib}-train"]["peak"]
-        return {"import_baseline": base, "peak_train": peak, "increment": round(peak - base, 1),
-                "anon_file_now": mem[f"{lib}-train"]["anon_file_now"]}
+        return memory_increment(mem[f"{lib}-import"], mem[f"{lib}-train"], "train")
 
     return {
         "meta": {"mode": "cpu", "jax": jax.__version__, "torch": torch.__version__,
@@ -193,7 +190,6 @@ def cpu_main(a) -> dict:
 def gpu_main(a) -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from uniarm_jax.adapters import AdapterConfig
     from uniarm_jax.arm import init_adapter
     from uniarm_jax.config import LlamaConfig
@@ -237,7 +233,7 @@ def gpu_main(a) -> dict:
             def step(steps=steps, box=box, jbatch=jbatch):
                 box["state"], box["metrics"] = jax.block_until_ready(
                     steps.train_step(box["state"], params, jbatch, jax.random.key(1)))
-            r["first_call_s"] = round(_clock(step)[1], 3)
+            r["first_call_s"] = round(clock(step)[1], 3)
             step()
             r["loss"] = float(box["metrics"]["loss"])
             r["peak_gib_after_warmup"] = round(dev.memory_stats()["peak_bytes_in_use"] / 2**30, 2) \
@@ -270,7 +266,7 @@ def gpu_main(a) -> dict:
             r["error"] = f"{type(e).__name__}: {str(e)[:400]}"
     for _ in range(a.repeats):  # alternate the configurations repeat by repeat
         for name, (step, times) in runners.items():
-            times.append(_clock(step)[1])
+            times.append(clock(step)[1])
     for name, (step, times) in runners.items():
         r, med = out[name], statistics.median(times)
         r.update(step_s_median=round(med, 4), step_s_min_max=[round(min(times), 4), round(max(times), 4)],

@@ -12,7 +12,7 @@ import transformers
 
 import uniarm_jax
 from uniarm_jax.arm import export_merged, export_peft, init_adapter, load_adapter, save_adapter
-from uniarm_jax.errors import CheckpointError, ConfigError
+from uniarm_jax.errors import CheckpointError
 from tests.test_adapters import CONFIGS, randomise
 from tests.tiny_models import make_tiny_llama
 

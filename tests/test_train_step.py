@@ -38,6 +38,7 @@ def run_steps(handle, mesh, acfg, ocfg, batches, micro_batches=1, dropout=True):
         batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()}, steps.batch_sharding)
         state, metrics = steps.train_step(state, params, batch, jax.random.key(0))
         losses.append(float(metrics["loss"]))
+    assert steps._jitted["train"]._cache_size() == 1  # one compilation for every step of one shape
     return state, losses
 
 

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.config import LlamaConfig
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model import Llama, init_cache

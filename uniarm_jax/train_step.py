@@ -107,6 +107,9 @@ class ArmSteps:
 
     def train_step(self, state, params, batch, rng):
         """`(new_state, metrics)`; `state` is donated. Recompiles only for a new batch shape."""
+        # A fresh state (from `init_state`) is placed like the step's output, so the second call does
+        # not compile again for a different input placement; for later calls this is a no-op.
+        state = jax.device_put(state, self.replicated)
         if "train" not in self._jitted:
             shardings = self._shardings(state, params)
             self._jitted["train"] = jax.jit(self._train_step, donate_argnums=(0,), in_shardings=shardings,
