@@ -16,7 +16,7 @@ import numpy as np
 
 from uniarm_jax import adapters
 from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.checkpoints import export_hf
+from uniarm_jax.checkpoints import export_hf, flatten, unflatten
 from uniarm_jax.config import LlamaConfig
 from uniarm_jax.errors import CheckpointError, ConfigError
 from uniarm_jax.model import Llama, count_params
@@ -124,8 +124,7 @@ def save_adapter(handle, out_dir: str) -> None:
     """`adapter_config.json` + `adapter.safetensors` (float32), readable without orbax or this code."""
     _require_adapter(handle)
     os.makedirs(out_dir, exist_ok=True)
-    flat = {jax.tree_util.keystr(p, simple=True, separator="/"): x
-            for p, x in jax.tree_util.tree_flatten_with_path(handle.adapter)[0]}
+    flat = flatten(handle.adapter)
     save_safetensors(os.path.join(out_dir, "adapter.safetensors"),
                      [(k, x.shape, np.float32, lambda x=x: np.asarray(jax.device_get(x), np.float32))
                       for k, x in flat.items()])
@@ -157,8 +156,7 @@ def load_adapter(handle, adapter_dir: str):
         if getattr(handle.config, field) != value:
             raise CheckpointError(f"adapter {adapter_dir!r} was trained on a base with {field}={value}; this base "
                                   f"has {field}={getattr(handle.config, field)}")
-    expected = {jax.tree_util.keystr(p, simple=True, separator="/"): x.shape
-                for p, x in jax.tree_util.tree_flatten_with_path(adapter_shapes(handle.config, acfg))[0]}
+    expected = {name: x.shape for name, x in flatten(adapter_shapes(handle.config, acfg)).items()}
     file = SafetensorsFile(os.path.join(adapter_dir, "adapter.safetensors"))
     for name in sorted(set(expected) | set(file.keys())):
         if name not in file.keys():
@@ -168,14 +166,8 @@ def load_adapter(handle, adapter_dir: str):
         if file.shape(name) != tuple(expected[name]):
             raise CheckpointError(f"{adapter_dir}: adapter tensor {name!r} has shape {file.shape(name)}; "
                                   f"expected {tuple(expected[name])}")
-    tree: dict = {}
-    for name in expected:
-        node = tree
-        *parents, leaf = name.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = jnp.asarray(file.read(name))
-    return dataclasses.replace(handle, adapter_config=acfg, adapter=tree)
+    adapter = unflatten({name: jnp.asarray(file.read(name)) for name in expected})
+    return dataclasses.replace(handle, adapter_config=acfg, adapter=adapter)
 
 
 # ---------------------------------------------------------------------------------- PyTorch ecosystem

@@ -148,7 +148,7 @@ def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict, ignore: 
     """Refuses a checkpoint with a missing, unexpected or mis-shaped tensor, naming it and both shapes.
     Tensors whose names fully match the regex `ignore` (a score model's head) are not the Llama's."""
     expected = {}
-    for path, leaf in _flat(shapes).items():
+    for path, leaf in flatten(shapes).items():
         shape = leaf.shape[1:] if path in _LAYER_MAP else leaf.shape
         hf_shape = tuple(reversed(shape)) if _transposed(path) else tuple(shape)
         for name in hf_tensor_names(path, cfg):
@@ -198,9 +198,9 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         return jax.make_array_from_callback(leaf.shape, sharding, read)
 
-    flat_shardings = _flat(shardings) if shardings is not None else {}
-    out = {path: load(path, leaf, flat_shardings.get(path)) for path, leaf in _flat(shapes).items()}
-    return _unflat(out)
+    flat_shardings = flatten(shardings) if shardings is not None else {}
+    out = {path: load(path, leaf, flat_shardings.get(path)) for path, leaf in flatten(shapes).items()}
+    return unflatten(out)
 
 
 def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = None,
@@ -208,7 +208,7 @@ def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = 
     """Writes `config.json` (with `hf_overrides` applied) and safetensors (sharded with an index past
     `max_shard_bytes`) that transformers' LlamaForCausalLM loads. One tensor is on the host at a time."""
     os.makedirs(out_dir, exist_ok=True)
-    flat = _flat(params)
+    flat = flatten(params)
     dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
     entries = []
     for path, array in flat.items():
@@ -250,11 +250,13 @@ def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = 
         json.dump(hf_config, f, indent=2)
 
 
-def _flat(tree) -> dict:
+def flatten(tree) -> dict:
+    """{"layers/self_attn/q_proj/kernel": leaf, ...}: a nested dict tree keyed by "/"-joined paths."""
     return {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _unflat(flat: dict) -> dict:
+def unflatten(flat: dict) -> dict:
+    """The inverse of `flatten`."""
     tree: dict = {}
     for path, x in flat.items():
         node = tree
