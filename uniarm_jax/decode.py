@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uniarm_jax.batches import bucket_length
 from uniarm_jax.config import LlamaConfig
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model import Llama, init_cache
@@ -45,11 +46,6 @@ class Sampler:
             raise ConfigError(f"top_k must be >= 0 (0 turns it off); got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1]; got {self.top_p}")
-
-
-def bucket_length(n: int, multiple: int = 32) -> int:
-    """Prompt lengths are padded up to a multiple of `multiple`, so nearby lengths share one compile."""
-    return max(multiple, -(-n // multiple) * multiple)
 
 
 def left_pad(sequences: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +191,9 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
         pref_rows = check_pref(pref, k, batch)
     weights = guide_weights(guides, pref_rows, arm_weights, batch)
     pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
-    ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts), bucket), pad_id)
+    # prompt lengths round up to a multiple of `bucket`, so nearby lengths share one compilation
+    ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts), bucket, cfg.max_position_embeddings),
+                         pad_id)
     if ids.shape[1] + max_new_tokens > cfg.max_position_embeddings:
         raise ConfigError(f"a prompt bucket of {ids.shape[1]} tokens + {max_new_tokens} new tokens exceeds the "
                           f"base's max_position_embeddings={cfg.max_position_embeddings}")
