@@ -120,8 +120,10 @@ def unmerge_adapter(merged, acfg: AdapterConfig, adapter: dict, pref=None):
 
 # ------------------------------------------------------------------------------ our adapter checkpoint
 
-def save_adapter(handle, out_dir: str) -> None:
-    """`adapter_config.json` + `adapter.safetensors` (float32), readable without orbax or this code."""
+def save_adapter(handle, out_dir: str, objectives=None) -> None:
+    """`adapter_config.json` + `adapter.safetensors` (float32), readable without orbax or this code.
+    `objectives` records what the ARM learnt, in its α order (GenARM: its one objective), so that a
+    user cannot pair it with scorers in another order unnoticed."""
     _require_adapter(handle)
     os.makedirs(out_dir, exist_ok=True)
     flat = flatten(handle.adapter)
@@ -131,7 +133,8 @@ def save_adapter(handle, out_dir: str) -> None:
     base = {f: getattr(handle.config, f) for f in _BASE_FIELDS}
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
         json.dump({"format": ADAPTER_FORMAT, "adapter": handle.adapter_config.to_dict(), "base": base,
-                   "base_path": handle.path}, f, indent=2)
+                   "base_path": handle.path, "objectives": None if objectives is None else list(objectives)},
+                  f, indent=2)
 
 
 def read_adapter_config(adapter_dir: str) -> dict:

@@ -5,10 +5,13 @@
     uniarm export --base HF_DIR --adapter DIR --out DIR [--pref a,b] [--format peft|merged]
     uniarm generate --base HF_DIR --prompt TEXT ...    cached generation from the base model
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
+    uniarm truncate --base HF_DIR --first N [--last M] --out DIR   a shallower model (a weak ARM's base)
     uniarm sample --base HF_DIR [--arm PATH]... [--pref a,b]... --prompts F --out F   guided decoding
     uniarm train CONFIG.yaml [section.key=value ...]   train an ARM (GenARM, PARM or UniARM)
-    uniarm demo                                        prepare SmolLM2 and generate from it
+    uniarm demo                                        a UniARM steering SmolLM2 under several α; Pareto plot
     uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
+    uniarm make-data --base HF_DIR --out DIR ...       the small-scale task's pairs from the base's samples
+    uniarm evaluate CONFIG.yaml [key=value ...]        generate -> score -> HV/MIP -> Pareto plots, per method
 
 Errors that come from the user's input print one line and exit with status 2.
 """
@@ -25,12 +28,6 @@ from uniarm_jax.config import DTYPES
 from uniarm_jax.data import SCHEMAS
 from uniarm_jax.errors import CheckpointError, ConfigError, DataError, TrainingError
 from uniarm_jax.templates import TEMPLATES
-
-DEMO_PROMPTS = [
-    "What is the capital of France?",
-    "Give me one tip for staying focused while studying.",
-    "Write a haiku about the sea.",
-]
 
 
 def _info(args) -> None:
@@ -74,16 +71,12 @@ def _export(args) -> None:
 
 
 def _generate(args) -> None:
+    from uniarm_jax.decode import generate
     from uniarm_jax.pretrained import load_pretrained, load_tokenizer
 
     handle = load_pretrained(args.base, dtype=args.dtype)
     tokenizer = load_tokenizer(args.base)
-    _print_generations(handle, tokenizer, args.prompt, args)
-
-
-def _print_generations(handle, tokenizer, prompts, args) -> None:
-    from uniarm_jax.decode import generate
-
+    prompts = args.prompt
     start = time.perf_counter()
     texts = generate(handle, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, seed=args.seed, template=args.template)
@@ -100,6 +93,28 @@ def _convert(args) -> None:
     handle = load_pretrained(args.base, dtype=args.dtype)
     save_pretrained(handle, args.out)
     print(f"wrote {args.out} ({handle.num_params} parameters, {args.dtype})")
+
+
+def _truncate(args) -> None:
+    from uniarm_jax.pretrained import load_pretrained, save_pretrained, truncate_layers
+
+    handle = load_pretrained(args.base, dtype=args.dtype)
+    small = truncate_layers(handle, args.first, args.last)
+    save_pretrained(small, args.out)
+    print(f"wrote {args.out}: the first {args.first} and last {args.last} of {handle.config.num_hidden_layers} "
+          f"layers, {small.num_params} parameters")
+
+
+def _make_data(args) -> None:
+    from uniarm_jax.make_data import make_data
+
+    make_data(args)
+
+
+def _evaluate(args) -> None:
+    from uniarm_jax.evaluate import evaluate, load_eval_config
+
+    evaluate(load_eval_config(args.config, args.overrides))
 
 
 def _sample(args) -> None:
@@ -125,13 +140,9 @@ def _prepare(args) -> None:
 
 
 def _demo(args) -> None:
-    from uniarm_jax.pretrained import load_pretrained, load_tokenizer
-    from uniarm_jax.smollm2 import prepare_smollm2
+    from uniarm_jax.demo import run_demo
 
-    path = prepare_smollm2()
-    handle = load_pretrained(path, dtype=args.dtype)
-    print(f"loaded {path}: {handle.config.num_hidden_layers} layers, {handle.num_params} parameters")
-    _print_generations(handle, load_tokenizer(path), DEMO_PROMPTS, args)
+    run_demo(args)
 
 
 def _data(args) -> None:
@@ -223,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.set_defaults(func=_convert)
 
+    p = sub.add_parser("truncate", help="keep a model's bottom and top decoder layers (a weak ARM with the same "
+                       "tokenizer)")
+    p.add_argument("--base", required=True)
+    p.add_argument("--first", required=True, type=int, help="how many decoder layers to keep from the bottom")
+    p.add_argument("--last", type=int, default=0, help="how many decoder layers to keep from the top")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.set_defaults(func=_truncate)
+
     p = sub.add_parser("sample", help="guided generation: base + ARM(s) under preference vectors")
     p.add_argument("--base", required=True, help="Hugging Face directory of the frozen base")
     p.add_argument("--arm", action="append", help="an adapter directory of this project or a Hugging Face "
@@ -252,8 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.learning_rate=1e-4")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("demo", help="prepare SmolLM2-135M-Instruct and generate from it")
-    _add_sampling(p)
+    p = sub.add_parser("evaluate", help="Pareto-front evaluation of ARMs over a preference grid: "
+                       "uniarm evaluate CONFIG.yaml [key=value ...]")
+    p.add_argument("config", help="YAML evaluation config (see configs/eval_*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. limit=10 out_dir=results/try")
+    p.set_defaults(func=_evaluate)
+
+    from uniarm_jax.demo import DEMO_ARM, TEST_PROMPTS
+
+    p = sub.add_parser("demo", help="a UniARM steering SmolLM2-135M-Instruct across preference vectors")
+    p.add_argument("--arm", default=DEMO_ARM, help="a UniARM/PARM adapter directory on SmolLM2 with two objectives")
+    p.add_argument("--prompts", default=TEST_PROMPTS, help='JSON lines {"prompt": ...}')
+    p.add_argument("--num-prompts", type=int, default=8, help="how many prompts the Pareto front averages over")
+    p.add_argument("--show", type=int, default=3, help="how many prompts to print responses for")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--out", default="demo_out", help="where the plot, tables and samples go")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("data", help="validate a preference data file and print what training would see")
@@ -266,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-total-tokens", type=int, default=1024)
     p.add_argument("--max-chars", type=int, default=None, help="drop rows whose prompt + response is longer")
     p.set_defaults(func=_data)
+
+    from uniarm_jax.make_data import PROMPTS
+
+    p = sub.add_parser("make-data", help="preference pairs of the small-scale task: two base samples per prompt, "
+                       "labelled by offline objectives, split train/dev/test")
+    p.add_argument("--base", required=True, help="Hugging Face directory of the model that samples the responses")
+    p.add_argument("--out", required=True, help="directory for train/dev/test/all.jsonl and summary.json")
+    p.add_argument("--prompts", default=PROMPTS, help='JSON lines {"prompt": ...} (default: the project\'s)')
+    p.add_argument("--objectives", default="brevity,informativeness,tone",
+                   help="comma-separated built-in scorers: brevity, informativeness, tone")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--splits", default="0.8,0.05,0.15", help="train,dev,test fractions")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", choices=TEMPLATES, default="chat")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.set_defaults(func=_make_data)
     return parser
 
 

@@ -147,6 +147,17 @@ def _rollout(base_params, guide_variables, ids, mask, pref, weights, rng, *, pla
     return carry["tokens"], carry["i"]
 
 
+def conditioned_arms(guides: list) -> list:
+    """The guides that take α as an input (PBLoRA, MoSLoRA ARMs)."""
+    return [g for g in guides if g.adapter_config is not None and g.adapter_config.takes_pref]
+
+
+def num_objectives(guides: list) -> int:
+    """k as the guides define it: a conditioned ARM's own k, else one plain ARM per objective (GenARM)."""
+    conditioned = conditioned_arms(guides)
+    return conditioned[0].adapter_config.num_objectives if conditioned else len(guides)
+
+
 def guide_weights(guides: list, pref: np.ndarray | None, arm_weights, batch: int) -> np.ndarray:
     """`[batch, n_guides]`: `arm_weight_i · α_i` for GenARM's plain ARMs (one per objective),
     `arm_weight_i` for a preference-conditioned ARM (α goes into the ARM instead)."""
@@ -154,9 +165,8 @@ def guide_weights(guides: list, pref: np.ndarray | None, arm_weights, batch: int
     arm_weights = np.ones(n, np.float32) if arm_weights is None else np.asarray(arm_weights, np.float32)
     if arm_weights.shape != (n,):
         raise ConfigError(f"{arm_weights.size} ARM weights for {n} ARMs; give one weight per ARM")
-    conditioned = [g.adapter_config is not None and g.adapter_config.takes_pref for g in guides]
     weights = np.tile(arm_weights, (batch, 1))
-    if pref is not None and n and not any(conditioned):
+    if pref is not None and n and not conditioned_arms(guides):
         weights = weights * pref  # pref was checked to have one weight per plain ARM
     return weights.astype(np.float32)
 
@@ -177,7 +187,7 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
         if g.config.vocab_size < cfg.vocab_size:
             raise ConfigError(f"an ARM has {g.config.vocab_size} tokens, fewer than the base's {cfg.vocab_size}; "
                               "the ARM must share the base's tokenizer")
-    conditioned = [g for g in guides if g.adapter_config is not None and g.adapter_config.takes_pref]
+    conditioned = conditioned_arms(guides)
     if conditioned:
         ks = {g.adapter_config.num_objectives for g in conditioned}
         if len(ks) > 1:
@@ -187,8 +197,7 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
                               f"{ks.pop()} weights (pref)")
     pref_rows = None
     if pref is not None:
-        k = conditioned[0].adapter_config.num_objectives if conditioned else len(guides)
-        pref_rows = check_pref(pref, k, batch)
+        pref_rows = check_pref(pref, num_objectives(guides), batch)
     weights = guide_weights(guides, pref_rows, arm_weights, batch)
     pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
     # prompt lengths round up to a multiple of `bucket`, so nearby lengths share one compilation

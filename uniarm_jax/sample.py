@@ -13,7 +13,7 @@ import os
 import time
 
 from uniarm_jax.arm import load_adapter, read_adapter_config
-from uniarm_jax.decode import Sampler, guided_generate
+from uniarm_jax.decode import Sampler, conditioned_arms, guided_generate, num_objectives
 from uniarm_jax.errors import CheckpointError, ConfigError, DataError
 from uniarm_jax.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
@@ -72,6 +72,23 @@ def check_tokenizers_agree(base_tok, arm_tok, arm_dir: str) -> None:
                               f"{idx} in the base and {arm_vocab.get(token)} in the ARM; guidance needs one tokenizer")
 
 
+def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=None) -> tuple[list, list[float]]:
+    """The ARM handles of `paths` (see `load_arm`), each checked to share the base's tokenizer, and
+    one weight per ARM (default 1)."""
+    weights = list(weights) if weights else [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise ConfigError(f"{len(weights)} ARM weights for {len(paths)} ARMs; give one weight per ARM")
+    arms = []
+    for path in paths:
+        arm, arm_base_dir = load_arm(path, base, dtype, mesh)
+        if not _same_dir(arm_base_dir, base.path):
+            check_tokenizers_agree(tokenizer, load_tokenizer(arm_base_dir), path)
+        arms.append(arm)
+    return arms, weights
+
+
+
+
 def sample(args, log=print) -> dict:
     """Runs `uniarm sample` with parsed arguments; writes `args.out` and returns a summary."""
     from tqdm import tqdm
@@ -92,21 +109,13 @@ def sample(args, log=print) -> dict:
         mesh = make_mesh(data, fsdp, tensor)
     base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
     tokenizer = load_tokenizer(args.base)
-    arms, arm_weights = [], args.arm_weight or [1.0] * len(args.arm or [])
-    if len(arm_weights) != len(args.arm or []):
-        raise ConfigError(f"{len(arm_weights)} --arm-weight values for {len(args.arm or [])} --arm; give one per ARM")
-    for path in args.arm or []:
-        arm, arm_base_dir = load_arm(path, base, args.dtype, mesh)
-        if not _same_dir(arm_base_dir, args.base):
-            check_tokenizers_agree(tokenizer, load_tokenizer(arm_base_dir), path)
-        arms.append(arm)
-    conditioned = [a for a in arms if a.adapter_config is not None and a.adapter_config.takes_pref]
-    k = conditioned[0].adapter_config.num_objectives if conditioned else len(arms)
+    arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh)
+    k = num_objectives(arms)
     if prefs != [None]:
         for p in prefs:
             check_pref(p, k)
-    elif conditioned:
-        raise ConfigError(f"the {conditioned[0].adapter_config.kind} ARM needs --pref with {k} weights, e.g. "
+    elif conditioned_arms(arms):
+        raise ConfigError(f"the {conditioned_arms(arms)[0].adapter_config.kind} ARM needs --pref with {k} weights, e.g. "
                           f"--pref {','.join(['%.2g' % (1 / k)] * k)}")
 
     tcfg = TokenizeConfig(template=args.template, max_prompt_tokens=args.max_prompt_tokens,

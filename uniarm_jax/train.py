@@ -221,7 +221,8 @@ def train(config: dict, log=print) -> dict:
             progress.close()
     adapter_dir = os.path.join(out_dir, "adapter")
     if jax.process_index() == 0:
-        save_adapter(dataclasses.replace(base, adapter_config=acfg, adapter=state["adapter"]), adapter_dir)
+        learnt = [objectives[ocfg.objective]] if ocfg.method == "genarm" else objectives
+        save_adapter(dataclasses.replace(base, adapter_config=acfg, adapter=state["adapter"]), adapter_dir, learnt)
     return {"step": step, "dev": dev_metrics, "adapter": adapter_dir, "out_dir": out_dir}
 
 

@@ -1,0 +1,120 @@
+"""`uniarm evaluate` end to end on a tiny word-level Llama with saved GenARM / UniARM adapters: the
+rows it generates equal the library's guided decoding, its scores, r̄(α), HV and MIP equal a direct
+numpy computation on those rows, and bad configs are refused before anything is generated."""
+
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import uniarm_jax
+from uniarm_jax.adapters import AdapterConfig
+from uniarm_jax.arm import init_adapter, load_adapter, save_adapter
+from uniarm_jax.cli import main
+from uniarm_jax.decode import guided_generate
+from uniarm_jax.pareto import hypervolume, simplex_grid
+from uniarm_jax.scoring import brevity, informativeness
+from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from tests.synthetic import vocabulary
+from tests.test_adapters import randomise
+from tests.tiny_models import make_tiny_word_llama
+
+PROMPTS = ["Name some fruit.", "What is in the basket?", "Say six words."]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    make_tiny_word_llama(root / "base", vocabulary())
+    base = uniarm_jax.load_pretrained(str(root / "base"))
+    objectives = ["brevity", "informativeness"]
+    save_adapter(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=5), str(root / "uniarm"), objectives)
+    for i in range(2):
+        save_adapter(randomise(init_adapter(base, AdapterConfig(kind="lora", num_objectives=1)), seed=i),
+                     str(root / f"genarm{i}"), objectives[i:i + 1])
+    with open(root / "prompts.jsonl", "w") as f:
+        for p in PROMPTS:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    config = {"base": str(root / "base"), "prompts": str(root / "prompts.jsonl"), "template": "raw",
+              "objectives": ["brevity", "informativeness"], "reference": [0.0, 0.0], "grid_steps": 4,
+              "max_new_tokens": 6, "temperature": 0.0,
+              "methods": {"uniarm": {"arms": [str(root / "uniarm")]},
+                          "genarm": {"arms": [str(root / "genarm0"), str(root / "genarm1")]}}}
+    return root, base, config
+
+
+def uniarm(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*map(str, args)])
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_config(path, config):
+    with open(path, "w") as f:
+        json.dump(config, f)  # JSON is YAML
+    return path
+
+
+def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
+    root, base, config = setup
+    out = tmp_path / "out"
+    code, stdout, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
+                                  "batch_size=4")  # 15 rows in chunks of 4: the padded last chunk too
+    assert code == 0, stderr
+    summary = json.load(open(out / "results.json"))
+    prefs = simplex_grid(2, 4)
+    assert summary["prefs"] == prefs.tolist() and summary["objectives"] == ["brevity", "informativeness"]
+    assert set(summary["methods"]) == {"base", "uniarm", "genarm"}
+    assert os.path.isfile(out / "pareto.png") and os.path.isfile(out / "results.md")
+    tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
+    arms = {"uniarm": [load_adapter(base, str(root / "uniarm"))],
+            "genarm": [load_adapter(base, str(root / f"genarm{i}")) for i in range(2)]}
+    for name in ("uniarm", "genarm"):
+        rows = [json.loads(line) for line in open(out / "samples" / f"{name}.jsonl")]
+        assert len(rows) == len(prefs) * len(PROMPTS)
+        scores = np.zeros((len(rows), 2))
+        for i, row in enumerate(rows):  # oracle: one prompt, one α at a time, scored directly
+            ids, _, _ = encode_prompt(tokenizer, row["prompt"], TokenizeConfig(template="raw"))
+            expected, _ = guided_generate(base, arms[name], [ids], 6, pref=row["pref"], pad_id=tokenizer.pad_token_id)
+            assert row["text"] == tokenizer.decode(expected[0], skip_special_tokens=True).strip()
+            assert row["pref"] == prefs[i // len(PROMPTS)].tolist()
+            scores[i] = [brevity(row["prompt"], row["text"]), informativeness(row["prompt"], row["text"])]
+            assert row["scores"] == {"brevity": scores[i, 0], "informativeness": scores[i, 1]}
+        means = scores.reshape(len(prefs), len(PROMPTS), 2).mean(axis=1)
+        metrics = summary["methods"][name]
+        np.testing.assert_allclose(metrics["means"], means, rtol=1e-12)
+        np.testing.assert_allclose(metrics["hv"], hypervolume(means, [0, 0]), rtol=1e-12)
+        np.testing.assert_allclose(metrics["mip"], np.mean(np.sum(prefs * means, axis=1)), rtol=1e-12)
+    base_rows = [json.loads(line) for line in open(out / "samples" / "base.jsonl")]
+    assert len(base_rows) == len(PROMPTS) and all(r["pref"] is None for r in base_rows)
+    assert "| uniarm |" in open(out / "results.md").read()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("prefs=[[0.7,0.7]]", "preference vector [0.7, 0.7] sums to 1.4"),
+    ("prefs=[[1.2,-0.2]]", "negative or non-finite entry"),
+    ("reference=[0.0]", "must have 2 entries"),
+    ("refrence=[0,0]", "did you mean 'reference'"),
+    (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"), "guides 2 objectives; the evaluation scores 3"),
+    ("methods={base: {arms: [x]}}", "taken by the base model"),
+    ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
+                                             "it stands for ['informativeness', 'brevity']"),
+])
+def test_evaluate_refuses_bad_config_before_generating(setup, tmp_path, override, message):
+    _, _, config = setup
+    out = tmp_path / "out"
+    code, _, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
+                             *([override] if isinstance(override, str) else override))
+    assert code == 2 and message in stderr, stderr
+    assert not out.exists()
+
+
+def test_evaluate_refuses_a_reference_point_the_base_does_not_dominate(setup, tmp_path):
+    _, _, config = setup
+    code, _, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={tmp_path / 'o'}",
+                             "reference=[0.0,2.0]", "methods={}")
+    assert code == 2 and "reference point [0.0, 2.0] is not dominated by the point" in stderr, stderr

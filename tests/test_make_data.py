@@ -1,0 +1,330 @@
+"""`uniarm make-data`: sentence cutting, labelling against the scorers called directly, sampling against
+`guided_generate` called directly on the batches the command builds, and the command end to end on a
+tiny word-level Llama (files, splits, summary, seeds), with its refusals."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+import uniarm_jax
+from uniarm_jax.cli import main
+from uniarm_jax.data import load_preferences, split_data
+from uniarm_jax.decode import Sampler, guided_generate
+from uniarm_jax.make_data import SPLITS, complete_sentences, label_pairs, sample_pairs
+from uniarm_jax.scoring import brevity, informativeness, make_scorers, tone
+from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from tests.synthetic import vocabulary
+from tests.tiny_models import make_tiny_word_llama
+
+OBJECTIVES = {"brevity": brevity, "informativeness": informativeness, "tone": tone}
+
+# 11 prompts: 22 sampled rows, so with --batch-size 4 the last batch holds 2 real rows and 2 of padding
+PROMPTS = ["Name some fruit.", "What is in the basket?", "List what you ate.", "Say six words.",
+           "What fruit is in the basket?", "Name six words.", "Say what you ate.", "List some fruit.",
+           "What is the fruit?", "Name what is in the basket.", "Say some words."]
+MAX_NEW, BATCH, TOP_P = 6, 4, 0.95  # top-p: the command's default
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def uniarm(*args):
+    """`uniarm ...` in this process (the command's own entry point, without a new interpreter)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*map(str, args)])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def write_prompts(path, prompts):
+    with open(path, "w") as f:
+        for p in prompts:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    return path
+
+
+def make_data(root, out, seed, *extra):
+    return uniarm("make-data", "--base", root / "base", "--out", out, "--prompts", root / "prompts.jsonl",
+                  "--template", "raw", "--max-new-tokens", MAX_NEW, "--batch-size", BATCH, "--temperature", 1.0,
+                  "--splits", "0.5,0.25,0.25", "--seed", seed, *extra)
+
+
+def read_rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def oracle_pairs(base_dir, prompts, seed):
+    """What the command should sample, built by hand: two copies of each encoded prompt, batches of
+    BATCH rows (the last padded with copies of its last row), each batch run by `guided_generate` with
+    seed + its first row's index; texts decoded without specials, stripped, cut after the last sentence."""
+    handle = uniarm_jax.load_pretrained(str(base_dir))
+    tokenizer = uniarm_jax.load_tokenizer(str(base_dir))
+    limit = handle.config.max_position_embeddings - MAX_NEW
+    tcfg = TokenizeConfig(template="raw", max_prompt_tokens=limit, max_total_tokens=limit + MAX_NEW)
+    rows = []
+    for p in prompts:
+        ids, _, cut = encode_prompt(tokenizer, p, tcfg)
+        assert not cut and ids[0] == tokenizer.bos_token_id
+        rows += [ids, ids]
+    texts = []
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start:start + BATCH]
+        real = len(chunk)
+        chunk += [chunk[-1]] * (BATCH - real)
+        tokens, _ = guided_generate(handle, [], chunk, MAX_NEW, sampler=Sampler(1.0, 0, TOP_P), seed=seed + start,
+                                    pad_id=tokenizer.pad_token_id)
+        assert all(len(t) <= MAX_NEW for t in tokens)
+        texts += [complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()) for t in tokens[:real]]
+    return list(zip(texts[0::2], texts[1::2]))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The base, the prompts, and three runs of the command: seed 0 twice, seed 1 once."""
+    root = tmp_path_factory.mktemp("make_data")
+    make_tiny_word_llama(root / "base", vocabulary())
+    write_prompts(root / "prompts.jsonl", PROMPTS)
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        res = make_data(root, root / name, seed)
+        assert res.returncode == 0, res.stderr
+        runs[name] = res
+    return root, runs
+
+
+# ----------------------------------------------------------------------------- complete_sentences
+
+@pytest.mark.parametrize("text,expected", [
+    ("no sentence end here", "no sentence end here"),              # kept whole
+    ("", ""),
+    ("First one. Second fragment", "First one."),                  # trailing fragment cut
+    ("One. Two. three and", "One. Two."),                           # up to the LAST complete sentence
+    ('He said "stop." And then', 'He said "stop."'),                # closing quote belongs to the sentence
+    ("(It ended.) Then", "(It ended.)"),                            # closing bracket too
+    ("She asked 'why?' and left", "She asked 'why?'"),
+    ("Wow! Really? Yes", "Wow! Really?"),                           # ! and ? end sentences
+    ("Really?! ok", "Really?!"),
+    ("Done.", "Done."),
+    ("Line one.\nLine two", "Line one."),                          # any whitespace after the end
+    ("Trailing space. ", "Trailing space."),
+    ("Pi is 3.14 and e is 2.72", "Pi is 3.14 and e is 2.72"),      # a decimal point is no sentence end
+    ("Pi is 3.14. Next", "Pi is 3.14."),
+    ("Wait... what", "Wait..."),
+])
+def test_complete_sentences(text, expected):
+    assert complete_sentences(text) == expected
+    assert complete_sentences(expected) == expected  # idempotent
+
+
+# ----------------------------------------------------------------------------------- label_pairs
+
+LABEL_PROMPTS = ["What is a cat?", "Tell me about rain.", "Say hi.", "Describe the sea.", "Any news?",
+                 "Is it late?"]
+LABEL_PAIRS = [
+    ("A cat is a small furry animal that purrs.", "Cats are great, friendly and lovely pets!"),
+    ("Rain is water falling from clouds, which is awful and sad.", "Rain."),
+    ("Hi!", "Hi!"),                                   # identical: no preference, dropped
+    ("The sea is big.", "The sea is blue."),          # ties on all three objectives
+    ("No news today.", "Good news: the market rose."),
+    ("Yes.", "No."),                                  # stopwords only: ties on all three
+]
+SCORERS = [{"kind": "programmatic", "function": name} for name in OBJECTIVES]
+
+
+def direct_scores(prompt, response):
+    return {name: fn(prompt, response) for name, fn in OBJECTIVES.items()}
+
+
+def test_label_pairs_labels_the_better_scored_response():
+    scorers = make_scorers(SCORERS)
+    rows, counts = label_pairs(LABEL_PROMPTS, LABEL_PAIRS, scorers, seed=0)
+    kept = [(p, pair) for p, pair in zip(LABEL_PROMPTS, LABEL_PAIRS) if pair[0] != pair[1]]
+    assert [r["prompt"] for r in rows] == [p for p, _ in kept]
+    assert counts["prompts"] == 6 and counts["identical_dropped"] == 1 and counts["pairs"] == 5
+    ties = {name: 0 for name in OBJECTIVES}
+    decided = 0
+    for row, (prompt, (r0, r1)) in zip(rows, kept):
+        assert (row["response_0"], row["response_1"]) == (r0, r1)
+        s0, s1 = direct_scores(prompt, r0), direct_scores(prompt, r1)
+        for name in OBJECTIVES:
+            assert row[f"score_{name}_0"] == s0[name] and row[f"score_{name}_1"] == s1[name]
+            if s0[name] == s1[name]:
+                ties[name] += 1
+                assert row[f"label_{name}"] in (0, 1)
+            else:
+                decided += 1
+                assert row[f"label_{name}"] == int(np.argmax([s0[name], s1[name]])), (prompt, name)
+    assert counts == {"prompts": 6, "identical_dropped": 1, "pairs": 5} | {f"ties_{n}": ties[n] for n in OBJECTIVES}
+    assert ties == {"brevity": 2, "informativeness": 2, "tone": 2} and decided == 9
+    # a few by hand, so the direct oracle is checked too: the shorter answer is briefer, the one with new
+    # content words more informative, the one with positive words better in tone
+    cat, rain, news = rows[0], rows[1], rows[3]
+    assert (cat["label_brevity"], cat["label_informativeness"], cat["label_tone"]) == (1, 1, 1)
+    assert (rain["label_brevity"], rain["label_informativeness"], rain["label_tone"]) == (1, 0, 1)
+    assert (news["label_brevity"], news["label_informativeness"], news["label_tone"]) == (0, 1, 1)
+
+
+def test_label_pairs_ties_are_a_seeded_coin():
+    scorers = make_scorers(SCORERS)
+    tied = [(i, name) for i in (2, 4) for name in OBJECTIVES]  # rows (after the drop) that tie everywhere
+    first, counts = label_pairs(LABEL_PROMPTS, LABEL_PAIRS, scorers, seed=3)
+    again, counts_again = label_pairs(LABEL_PROMPTS, LABEL_PAIRS, scorers, seed=3)
+    assert first == again and counts == counts_again  # same seed, same labels
+    coins, decided = [], set()
+    for seed in range(200):
+        rows, c = label_pairs(LABEL_PROMPTS, LABEL_PAIRS, scorers, seed=seed)
+        assert c == counts  # the counts do not depend on the seed
+        coins += [rows[i][f"label_{name}"] for i, name in tied]
+        decided.add(tuple(r[f"label_{n}"] for j, r in enumerate(rows) for n in OBJECTIVES if (j, n) not in tied))
+    assert len(decided) == 1  # a decided label never depends on the seed
+    # 1200 tosses: a fair coin's mean is 0.5 ± 0.0144 (one sd); a bias to response_0 would give 0
+    assert abs(np.mean(coins) - 0.5) < 0.05
+
+
+# ----------------------------------------------------------------------------------- sample_pairs
+
+def test_sample_pairs_equals_guided_generate_on_the_batches(setup):
+    root, _ = setup
+    handle = uniarm_jax.load_pretrained(str(root / "base"))
+    tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
+    progress = []
+    pairs = sample_pairs(handle, tokenizer, PROMPTS, template="raw", max_new_tokens=MAX_NEW,
+                         sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH,
+                         progress=lambda done, total: progress.append((done, total)))
+    assert pairs == oracle_pairs(root / "base", PROMPTS, seed=5)
+    assert progress == [(2, 11), (4, 11), (6, 11), (8, 11), (10, 11), (11, 11)]  # padding rows are not counted
+    assert sum(r0 != r1 for r0, r1 in pairs) >= 9  # the two rows of a prompt are sampled apart
+    # a prefix of the prompts gets the same responses: the padding of a last batch changes nothing
+    assert sample_pairs(handle, tokenizer, PROMPTS[:3], template="raw", max_new_tokens=MAX_NEW,
+                        sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH) == pairs[:3]
+    # whitespace around a decoded text is stripped (this word-level tokenizer never makes any itself)
+    assert sample_pairs(handle, Spacey(tokenizer), PROMPTS, template="raw", max_new_tokens=MAX_NEW,
+                        sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH) == pairs
+
+
+class Spacey:
+    """A tokenizer whose decoded texts come with whitespace around them."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    def decode(self, ids, **kwargs):
+        return " \n " + self._tokenizer.decode(ids, **kwargs) + "  \n"
+
+
+# ------------------------------------------------------------------------------ the command, end to end
+
+def test_make_data_writes_loadable_labelled_splits(setup):
+    root, runs = setup
+    out = root / "a"
+    assert {p.name for p in out.iterdir()} == {"train.jsonl", "dev.jsonl", "test.jsonl", "all.jsonl", "summary.json"}
+    everything = read_rows(out / "all.jsonl")
+    parts = {name: read_rows(out / f"{name}.jsonl") for name in SPLITS}
+
+    # the responses are the base's own samples: the oracle's pairs, identical ones dropped, in prompt order
+    pairs = oracle_pairs(root / "base", PROMPTS, seed=0)
+    kept = [(p, pair) for p, pair in zip(PROMPTS, pairs) if pair[0] != pair[1]]
+    assert [(r["prompt"], (r["response_0"], r["response_1"])) for r in everything] == kept
+
+    # every row: scores as the scorers give them, labels that pick the strictly better response
+    ties = {name: 0 for name in OBJECTIVES}
+    for row in everything:
+        assert set(row) == {"prompt", "response_0", "response_1"} | {
+            f"{what}_{n}{end}" for n in OBJECTIVES for what, end in (("label", ""), ("score", "_0"), ("score", "_1"))}
+        for name, fn in OBJECTIVES.items():
+            s0, s1 = row[f"score_{name}_0"], row[f"score_{name}_1"]
+            assert (s0, s1) == (fn(row["prompt"], row["response_0"]), fn(row["prompt"], row["response_1"]))
+            if s0 == s1:
+                ties[name] += 1
+                assert row[f"label_{name}"] in (0, 1)
+            else:
+                assert row[f"label_{name}"] == int(s1 > s0)
+    tone_labels = [r["label_tone"] for r in everything]
+    assert ties["tone"] == len(everything) and 0 < sum(tone_labels) < len(tone_labels)  # no word of tone: coins
+
+    # every file loads with the training loader, and agrees with its JSON
+    for name, rows in [("all", everything), *parts.items()]:
+        data = load_preferences(str(out / f"{name}.jsonl"), "multi")
+        assert data.objectives == tuple(OBJECTIVES) and len(data) == len(rows)
+        np.testing.assert_array_equal(data.labels(), [[r[f"label_{n}"] for n in OBJECTIVES] for r in rows])
+        np.testing.assert_allclose(data.scores(), [[[r[f"score_{n}_{j}"] for n in OBJECTIVES] for j in (0, 1)]
+                                                   for r in rows], rtol=1e-6)  # loader keeps float32
+
+    # disjoint splits whose union is all.jsonl (prompts are distinct, so a row is known by its prompt)
+    keys = {name: [r["prompt"] for r in rows] for name, rows in parts.items()}
+    assert sum(map(len, keys.values())) == len(set().union(*map(set, keys.values())))
+    assert sorted(json.dumps(r, sort_keys=True) for rows in parts.values() for r in rows) == \
+        sorted(json.dumps(r, sort_keys=True) for r in everything)
+    # and they are the training loader's own split of all.jsonl under the same seed, row for row
+    expected = split_data(load_preferences(str(out / "all.jsonl"), "multi"), (0.5, 0.25, 0.25), 0, names=SPLITS)
+    assert keys == {name: [ex.prompt for ex in part.examples] for name, part in expected.items()}
+    n = len(everything)
+    assert [len(parts[s]) for s in SPLITS] == [round(0.5 * n), round(0.75 * n) - round(0.5 * n), n - round(0.75 * n)]
+
+    summary = json.load(open(out / "summary.json"))
+    assert summary["prompts"] == len(PROMPTS)
+    assert summary["pairs"] == n and summary["pairs"] + summary["identical_dropped"] == summary["prompts"]
+    assert summary["identical_dropped"] == sum(r0 == r1 for r0, r1 in pairs)
+    assert {n_: summary[f"ties_{n_}"] for n_ in OBJECTIVES} == ties
+    assert summary["rows"] == {s: len(parts[s]) for s in SPLITS}
+    assert summary["objectives"] == list(OBJECTIVES) and summary["seed"] == 0 and summary["template"] == "raw"
+    assert summary["splits"] == {"train": 0.5, "dev": 0.25, "test": 0.25} and summary["top_p"] == TOP_P
+    assert "sampled 11/11 prompts" in runs["a"].stdout
+
+
+def test_make_data_is_reproducible_by_seed(setup):
+    root, _ = setup
+    for fname in ("all.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "summary.json"):
+        assert (root / "a" / fname).read_bytes() == (root / "b" / fname).read_bytes(), fname
+    responses = {name: [(r["response_0"], r["response_1"]) for r in read_rows(root / name / "all.jsonl")]
+                 for name in ("a", "c")}
+    assert responses["c"] != responses["a"]
+    assert responses["c"] == [p for p in oracle_pairs(root / "base", PROMPTS, seed=1) if p[0] != p[1]]
+
+
+def test_make_data_limit_takes_the_first_prompts(setup, tmp_path):
+    root, _ = setup
+    res = make_data(root, tmp_path / "out", 0, "--limit", 3, "--splits", "0.4,0.3,0.3")
+    assert res.returncode == 0, res.stderr
+    summary = json.load(open(tmp_path / "out" / "summary.json"))
+    assert summary["prompts"] == 3
+    full = read_rows(root / "a" / "all.jsonl")
+    assert read_rows(tmp_path / "out" / "all.jsonl") == [r for r in full if r["prompt"] in PROMPTS[:3]]
+
+
+# ----------------------------------------------------------------------------------------- refusals
+
+def test_make_data_refuses_bad_input(setup, tmp_path):
+    root, _ = setup
+    for size in (3, 0):
+        res = make_data(root, tmp_path / "odd", 0, "--batch-size", size)
+        assert res.returncode == 2
+        assert res.stderr.strip() == (f"uniarm make-data: error: batch size {size} must be even and at least 2 "
+                                      "(two samples per prompt)")
+        assert not (tmp_path / "odd").exists()  # nothing half-written
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Name some fruit."}\n\n{"prompt": "Say six words."}\nnot json\n')
+    res = uniarm("make-data", "--base", root / "base", "--out", tmp_path / "o", "--prompts", bad, "--template", "raw")
+    assert res.returncode == 2 and res.stderr.strip() == f"uniarm make-data: error: {bad} line 4 is not valid JSON"
+
+    res = make_data(root, tmp_path / "o", 0, "--splits", "0.5,0.5")
+    assert res.returncode == 2 and "--splits '0.5,0.5' needs three fractions train,dev,test" in res.stderr
+
+    long = write_prompts(tmp_path / "long.jsonl", ["Say six words.", " ".join(["apple"] * 125)])
+    res = uniarm("make-data", "--base", root / "base", "--out", tmp_path / "o", "--prompts", long,
+                 "--template", "raw", "--max-new-tokens", MAX_NEW, "--batch-size", BATCH)
+    assert res.returncode == 2
+    assert "prompt 2 has 126 tokens; with 6 new tokens the base holds at most 122" in res.stderr  # BOS + 125
+    assert not (tmp_path / "o").exists()

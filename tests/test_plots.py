@@ -1,0 +1,93 @@
+"""Pareto plots: the files written (PNG, size, names), the drawn data against the inputs, the
+filled/hollow split against `non_dominated`, and refused inputs."""
+
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.pareto import non_dominated, simplex_grid
+from uniarm_jax.plots import _draw, pareto_plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def two_methods():
+    prefs = simplex_grid(2, 4)
+    return {"uniarm": {"prefs": prefs, "scores": np.array([[0, 4], [1, 3.5], [2, 3], [2.5, 1], [3, 0]])},
+            "genarm": {"prefs": prefs, "scores": np.array([[0, 3], [1, 3.6], [1, 1], [2, 2], [2.5, 0]])}}
+
+
+def drawn(fronts, i=0, j=1, base=None, annotate=False):
+    ax = Figure().add_subplot()
+    arrays = {n: (np.asarray(f["prefs"], float), np.asarray(f["scores"], float)) for n, f in fronts.items()}
+    _draw(ax, arrays, i, j, ("x", "y"), None if base is None else np.asarray(base, float), annotate)
+    return ax, {line.get_gid(): line.get_xydata() for line in ax.lines}
+
+
+def test_two_objectives_write_one_png(tmp_path):
+    paths = pareto_plots(two_methods(), ["helpful", "harmless"], str(tmp_path / "plots"), title="test",
+                         base=np.array([1.0, 1.0]))
+    assert paths == [str(tmp_path / "plots" / "pareto.png")]
+    assert os.listdir(tmp_path / "plots") == ["pareto.png"]
+    with open(paths[0], "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    assert matplotlib.image.imread(paths[0]).shape[:2] == (600, 720)  # 5 x 6 in at dpi 120
+
+
+def test_three_objectives_write_the_pairwise_projections(tmp_path):
+    prefs = simplex_grid(3, 2)
+    scores = np.random.default_rng(0).uniform(0, 1, (len(prefs), 3))
+    paths = pareto_plots({"uniarm": {"prefs": prefs, "scores": scores}}, ["helpful", "harmless", "humour"],
+                         str(tmp_path), base=np.zeros(3))
+    names = ["pareto_helpful_harmless.png", "pareto_helpful_humour.png", "pareto_harmless_humour.png"]
+    assert paths == [str(tmp_path / n) for n in names]
+    assert sorted(os.listdir(tmp_path)) == sorted(names)
+    for path in paths:
+        assert matplotlib.image.imread(path).shape[:2] == (600, 720)
+
+
+def test_drawn_data_equal_the_inputs():
+    fronts = two_methods()
+    ax, lines = drawn(fronts, base=[1.0, 1.5], annotate=True)
+    for name, front in fronts.items():
+        np.testing.assert_array_equal(lines[name], front["scores"])   # the curve, in grid order
+        assert lines[name].shape == (5, 2)
+    np.testing.assert_array_equal(lines["base"], [[1.0, 1.5]])
+    assert [t.get_text() for t in ax.texts] == ["0", "0.25", "0.5", "0.75", "1"] * 2   # α[0] per point
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["uniarm", "genarm", "base"]
+
+
+def test_filled_points_are_the_non_dominated_ones():
+    scores = np.array([[0, 3], [1, 3.6], [1, 1], [2, 2], [2.5, 0]])
+    ax, lines = drawn({"m": {"prefs": simplex_grid(2, 4), "scores": scores}})
+    assert non_dominated(scores).tolist() == [False, True, False, True, True]
+    np.testing.assert_array_equal(lines["m:non-dominated"], scores[[1, 3, 4]])
+    curve = next(line for line in ax.lines if line.get_gid() == "m")
+    assert curve.get_markerfacecolor() == "none"                      # the rest stay hollow
+
+
+def test_projection_uses_its_own_pair():
+    scores = np.array([[3, 0, 0], [0, 1, 2], [0, 2, 1]])    # all non-dominated in 3-D; the first is not in (1, 2)
+    _, lines = drawn({"m": {"prefs": np.full((3, 3), 1 / 3), "scores": scores}}, i=1, j=2)
+    np.testing.assert_array_equal(lines["m"], scores[:, 1:])
+    np.testing.assert_array_equal(lines["m:non-dominated"], scores[1:, 1:])
+
+
+@pytest.mark.parametrize("fronts, objectives, base, message", [
+    ({"m": {"prefs": np.full((2, 4), 0.25), "scores": np.zeros((2, 4))}}, list("abcd"), None, r"2 or 3 objectives; got 4"),
+    (two_methods(), ["a", "b", "c"], None, r"scores of shape \(5, 2\) do not match \[M >= 1, 3\]"),
+    ({"m": {"prefs": np.full((3, 2), 0.5), "scores": np.zeros((4, 2))}}, ["a", "b"], None,
+     r"prefs of shape \(3, 2\) and scores of shape \(4, 2\) do not match"),
+    ({}, ["a", "b"], None, r"no fronts to plot"),
+    ({"m": {"scores": np.zeros((2, 2))}}, ["a", "b"], None, r"'prefs' and 'scores'"),
+    (two_methods(), ["a", "a"], None, r"distinct"),
+    (two_methods(), ["a", "b"], np.zeros(3), r"base point must be 2 finite numbers; got shape \(3,\)"),
+])
+def test_refused_inputs(tmp_path, fronts, objectives, base, message):
+    with pytest.raises(ConfigError, match=message):
+        pareto_plots(fronts, objectives, str(tmp_path), base=base)
+    assert os.listdir(tmp_path) == []
