@@ -2,8 +2,6 @@
 rows it generates equal the library's guided decoding, its scores, r̄(α), HV and MIP equal a direct
 numpy computation on those rows, and bad configs are refused before anything is generated."""
 
-import contextlib
-import io
 import json
 import os
 
@@ -13,13 +11,13 @@ import pytest
 import uniarm_jax
 from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.arm import init_adapter, load_adapter, save_adapter
-from uniarm_jax.cli import main
 from uniarm_jax.decode import guided_generate
 from uniarm_jax.pareto import hypervolume, simplex_grid
 from uniarm_jax.scoring import brevity, informativeness
 from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
 from tests.synthetic import vocabulary
 from tests.test_adapters import randomise
+from tests.cli_runner import run_uniarm as uniarm
 from tests.tiny_models import make_tiny_word_llama
 
 PROMPTS = ["Name some fruit.", "What is in the basket?", "Say six words."]
@@ -46,13 +44,6 @@ def setup(tmp_path_factory):
     return root, base, config
 
 
-def uniarm(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*map(str, args)])
-    return code, out.getvalue(), err.getvalue()
-
-
 def write_config(path, config):
     with open(path, "w") as f:
         json.dump(config, f)  # JSON is YAML
@@ -62,9 +53,9 @@ def write_config(path, config):
 def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     root, base, config = setup
     out = tmp_path / "out"
-    code, stdout, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
+    res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
                                   "batch_size=4")  # 15 rows in chunks of 4: the padded last chunk too
-    assert code == 0, stderr
+    assert res.returncode == 0, res.stderr
     summary = json.load(open(out / "results.json"))
     prefs = simplex_grid(2, 4)
     assert summary["prefs"] == prefs.tolist() and summary["objectives"] == ["brevity", "informativeness"]
@@ -107,14 +98,14 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
 def test_evaluate_refuses_bad_config_before_generating(setup, tmp_path, override, message):
     _, _, config = setup
     out = tmp_path / "out"
-    code, _, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
+    res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
                              *([override] if isinstance(override, str) else override))
-    assert code == 2 and message in stderr, stderr
+    assert res.returncode == 2 and message in res.stderr, res.stderr
     assert not out.exists()
 
 
 def test_evaluate_refuses_a_reference_point_the_base_does_not_dominate(setup, tmp_path):
     _, _, config = setup
-    code, _, stderr = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={tmp_path / 'o'}",
+    res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={tmp_path / 'o'}",
                              "reference=[0.0,2.0]", "methods={}")
-    assert code == 2 and "reference point [0.0, 2.0] is not dominated by the point" in stderr, stderr
+    assert res.returncode == 2 and "reference point [0.0, 2.0] is not dominated by the point" in res.stderr, res.stderr

@@ -2,21 +2,19 @@
 `guided_generate` called directly on the batches the command builds, and the command end to end on a
 tiny word-level Llama (files, splits, summary, seeds), with its refusals."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.cli import main
 from uniarm_jax.data import load_preferences, split_data
 from uniarm_jax.decode import Sampler, guided_generate
 from uniarm_jax.make_data import SPLITS, complete_sentences, label_pairs, sample_pairs
 from uniarm_jax.scoring import brevity, informativeness, make_scorers, tone
 from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
 from tests.synthetic import vocabulary
+from tests.cli_runner import run_uniarm as uniarm
 from tests.tiny_models import make_tiny_word_llama
 
 OBJECTIVES = {"brevity": brevity, "informativeness": informativeness, "tone": tone}
@@ -26,19 +24,6 @@ PROMPTS = ["Name some fruit.", "What is in the basket?", "List what you ate.", "
            "What fruit is in the basket?", "Name six words.", "Say what you ate.", "List some fruit.",
            "What is the fruit?", "Name what is in the basket.", "Say some words."]
 MAX_NEW, BATCH, TOP_P = 6, 4, 0.95  # top-p: the command's default
-
-
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def uniarm(*args):
-    """`uniarm ...` in this process (the command's own entry point, without a new interpreter)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*map(str, args)])
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def write_prompts(path, prompts):
@@ -326,5 +311,5 @@ def test_make_data_refuses_bad_input(setup, tmp_path):
     res = uniarm("make-data", "--base", root / "base", "--out", tmp_path / "o", "--prompts", long,
                  "--template", "raw", "--max-new-tokens", MAX_NEW, "--batch-size", BATCH)
     assert res.returncode == 2
-    assert "prompt 2 has 126 tokens; with 6 new tokens the base holds at most 122" in res.stderr  # BOS + 125
+    assert "prompt 2 has 126 tokens; at most 122 fit (6 new tokens in the model's 128 positions)" in res.stderr  # BOS + 125
     assert not (tmp_path / "o").exists()

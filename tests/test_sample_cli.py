@@ -1,7 +1,5 @@
 """`uniarm sample` end to end on a tiny word-level Llama and a saved UniARM adapter, and its refusals."""
 
-import contextlib
-import io
 import json
 import shutil
 
@@ -10,10 +8,10 @@ import pytest
 import uniarm_jax
 from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.arm import init_adapter, save_adapter
-from uniarm_jax.cli import main
 from uniarm_jax.decode import guided_generate
 from tests.synthetic import vocabulary
 from tests.test_adapters import randomise
+from tests.cli_runner import run_uniarm
 from tests.tiny_models import make_tiny_word_llama
 
 
@@ -30,17 +28,8 @@ def setup(tmp_path_factory):
     return root, base, arm
 
 
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 def uniarm_sample(*args):
-    """`uniarm sample ...` in this process (the command's own entry point, without a new interpreter)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["sample", "--no-progress", *map(str, args)])
-    return Result(code, out.getvalue(), err.getvalue())
+    return run_uniarm("sample", "--no-progress", *args)
 
 
 def test_sample_writes_every_prompt_under_every_preference(setup, tmp_path):

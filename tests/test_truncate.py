@@ -1,8 +1,6 @@
 """`uniarm truncate` / `truncate_layers`: the kept layers against transformers' own model with the
 dropped layers removed in torch (the oracle), the tokenizer copied, and the refusals."""
 
-import contextlib
-import io
 import os
 
 import numpy as np
@@ -11,26 +9,13 @@ import torch
 import transformers
 
 import uniarm_jax
-from uniarm_jax.cli import main
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.pretrained import truncate_layers
 from tests.synthetic import vocabulary
+from tests.cli_runner import run_uniarm as uniarm
 from tests.tiny_models import make_tiny_llama, make_tiny_word_llama
 
 LAYERS = 4
-
-
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def uniarm(*args):
-    """`uniarm ...` in this process (the command's own entry point, without a new interpreter)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*map(str, args)])
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def keep_layers(model: transformers.LlamaForCausalLM, keep: list[int]) -> transformers.LlamaForCausalLM:

@@ -231,16 +231,8 @@ def generate_ids(handle, prompts: list[list[int]], max_new_tokens: int, temperat
 def generate(handle, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
              seed: int = 0, template: str = "chat") -> list[str]:
     """Text responses of the base model to `prompts`, framed by `template` as in training."""
-    from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+    from uniarm_jax.tokenization import encode_prompts
 
-    limit = handle.config.max_position_embeddings - max_new_tokens
-    cfg = TokenizeConfig(template=template, max_prompt_tokens=limit, max_total_tokens=limit + max_new_tokens)
-    encoded = []
-    for i, prompt in enumerate(prompts):
-        ids, length, cut = encode_prompt(tokenizer, prompt, cfg)
-        if cut:
-            raise ConfigError(f"prompt {i + 1} has {length} tokens; with {max_new_tokens} new tokens the model "
-                              f"holds at most {limit}")
-        encoded.append(ids)
+    encoded = encode_prompts(tokenizer, prompts, template, max_new_tokens, handle.config.max_position_embeddings)
     out = generate_ids(handle, encoded, max_new_tokens, temperature, seed, pad_id=tokenizer.pad_token_id)
     return [tokenizer.decode(t, skip_special_tokens=True) for t in out]

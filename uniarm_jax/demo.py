@@ -26,11 +26,12 @@ SHOWN_PREFS = ((1.0, 0.0), (0.5, 0.5), (0.0, 1.0))
 def run_demo(args, log=print) -> dict:
     from uniarm_jax.arm import load_adapter, read_adapter_config
     from uniarm_jax.decode import Sampler
-    from uniarm_jax.evaluate import BASE, encode_prompts, markdown_table, run_method, write_report
+    from uniarm_jax.evaluate import BASE, markdown_table, run_method, write_report
     from uniarm_jax.pretrained import load_pretrained, load_tokenizer
     from uniarm_jax.sample import read_prompts
     from uniarm_jax.scoring import make_scorers
     from uniarm_jax.smollm2 import prepare_smollm2
+    from uniarm_jax.tokenization import encode_prompts
 
     began = time.perf_counter()
     path = prepare_smollm2()
@@ -45,7 +46,7 @@ def run_demo(args, log=print) -> dict:
     prompts = read_prompts(args.prompts)[: args.num_prompts]
     log(f"base {path} ({base.num_params} parameters); UniARM {args.arm} ({arm.adapter_config.kind}, "
         f"objectives {', '.join(names)}); {len(prompts)} prompts")
-    encoded = encode_prompts(tokenizer, prompts, "chat", 512, args.max_new_tokens)
+    encoded = encode_prompts(tokenizer, prompts, "chat", args.max_new_tokens, base.config.max_position_embeddings)
     prefs = simplex_grid(2, 10)
     common = dict(max_new_tokens=args.max_new_tokens, sampler=Sampler(), seed=args.seed)
     results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, **common),

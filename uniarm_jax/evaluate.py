@@ -37,7 +37,7 @@ from uniarm_jax.errors import ConfigError
 from uniarm_jax.pareto import check_reference, hypervolume, mean_inner_product, non_dominated, simplex_grid
 from uniarm_jax.preferences import check_pref
 from uniarm_jax.scoring import score_responses
-from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.tokenization import encode_prompts
 
 EVAL_DEFAULTS = {
     "base": None,             # Hugging Face directory of the frozen base
@@ -136,18 +136,6 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
 
 # ------------------------------------------------------------------------------------ running
 
-def encode_prompts(tokenizer, prompts: list[str], template: str, max_prompt_tokens: int, max_new_tokens: int):
-    tcfg = TokenizeConfig(template=template, max_prompt_tokens=max_prompt_tokens,
-                          max_total_tokens=max_prompt_tokens + max_new_tokens)
-    encoded = []
-    for i, prompt in enumerate(prompts):
-        ids, length, cut = encode_prompt(tokenizer, prompt, tcfg)
-        if cut:
-            raise ConfigError(f"prompt {i + 1} has {length} tokens, more than max_prompt_tokens={max_prompt_tokens}")
-        encoded.append(ids)
-    return encoded
-
-
 def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[int]], prefs: np.ndarray | None,
                scorers, *, arm_weights=None, base_weight: float = 1.0, max_new_tokens: int, sampler: Sampler,
                seed: int = 0, batch_size: int | None = None) -> dict:
@@ -183,8 +171,7 @@ def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[i
 def front_metrics(prefs: np.ndarray, means: np.ndarray, reference) -> dict:
     """HV, MIP and the non-dominated mask of one method's r̄(α) points (a single base point stands for
     every α in MIP)."""
-    means = np.broadcast_to(means, prefs.shape) if len(means) == 1 else means
-    return {"hv": hypervolume(means, reference), "mip": mean_inner_product(prefs, means),
+    return {"hv": hypervolume(means, reference), "mip": mean_inner_product(prefs, np.broadcast_to(means, prefs.shape)),
             "non_dominated": non_dominated(means).tolist()}
 
 
@@ -269,8 +256,8 @@ def evaluate(config: dict, log=print) -> dict:
                               f"{k}: {names}")
         check_objective_order(name, spec["arms"], guides, names)
         methods[name] = (guides, weights, float(spec.get("base_weight", 1.0)))
-    encoded = encode_prompts(tokenizer, prompts, config["template"], config["max_prompt_tokens"],
-                             config["max_new_tokens"])
+    encoded = encode_prompts(tokenizer, prompts, config["template"], config["max_new_tokens"],
+                             base.config.max_position_embeddings, config["max_prompt_tokens"])
     sampler = Sampler(config["temperature"], config["top_k"], config["top_p"])
     common = dict(max_new_tokens=config["max_new_tokens"], sampler=sampler, seed=config["seed"],
                   batch_size=config["batch_size"])

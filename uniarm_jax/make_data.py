@@ -28,7 +28,7 @@ from uniarm_jax.data import load_preferences, split_data
 from uniarm_jax.decode import Sampler, guided_generate
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.scoring import score_responses
-from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.tokenization import encode_prompts
 
 PROMPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                        "small_task_prompts.jsonl")
@@ -48,15 +48,8 @@ def sample_pairs(handle, tokenizer, prompts: list[str], *, template: str, max_ne
     one compiled shape; the last batch is padded by repeating its last row."""
     if batch_size < 2 or batch_size % 2:
         raise ConfigError(f"batch size {batch_size} must be even and at least 2 (two samples per prompt)")
-    limit = handle.config.max_position_embeddings - max_new_tokens
-    tcfg = TokenizeConfig(template=template, max_prompt_tokens=limit, max_total_tokens=limit + max_new_tokens)
-    rows = []
-    for i, prompt in enumerate(prompts):
-        ids, length, cut = encode_prompt(tokenizer, prompt, tcfg)
-        if cut:
-            raise ConfigError(f"prompt {i + 1} has {length} tokens; with {max_new_tokens} new tokens the base "
-                              f"holds at most {limit}")
-        rows += [ids, ids]
+    encoded = encode_prompts(tokenizer, prompts, template, max_new_tokens, handle.config.max_position_embeddings)
+    rows = [ids for ids in encoded for _ in range(2)]
     texts = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]

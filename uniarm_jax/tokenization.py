@@ -109,6 +109,28 @@ def encode_prompt(tokenizer, prompt: str, config: TokenizeConfig) -> tuple[list[
     return ids, len(raw) + (bos is not None and (not raw or raw[0] != bos)), cut
 
 
+def encode_prompts(tokenizer, prompts: list[str], template: str, max_new_tokens: int, max_positions: int,
+                   max_prompt_tokens: int | None = None) -> list[list[int]]:
+    """Every prompt encoded for decoding (`encode_prompt`), each refused unless it fits whole: within
+    `max_prompt_tokens` (if given) and with `max_new_tokens` more within the model's `max_positions`."""
+    limit = max_positions - max_new_tokens
+    if max_prompt_tokens is not None:
+        limit = min(limit, max_prompt_tokens)
+    if limit < 1:
+        raise ConfigError(f"{max_new_tokens} new tokens leave no room for a prompt in the model's {max_positions} "
+                          "positions")
+    config = TokenizeConfig(template=template, max_prompt_tokens=limit, max_total_tokens=limit + max_new_tokens)
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        ids, length, cut = encode_prompt(tokenizer, prompt, config)
+        if cut:
+            why = f"max_prompt_tokens={max_prompt_tokens}" if limit == max_prompt_tokens else \
+                f"{max_new_tokens} new tokens in the model's {max_positions} positions"
+            raise ConfigError(f"prompt {i + 1} has {length} tokens; at most {limit} fit ({why})")
+        encoded.append(ids)
+    return encoded
+
+
 def encode(tokenizer, prompt: str, response: str, config: TokenizeConfig) -> tuple[np.ndarray, np.ndarray]:
     """One (prompt, response) pair: token ids `[T]` and the loss mask `[T]` (1 on response tokens)."""
     bos, eos, _ = special_ids(tokenizer, config)

@@ -1,0 +1,41 @@
+"""The README's main command, `uniarm demo`, on the real SmolLM2 and the committed UniARM adapter (small
+sizes): it prints responses with their scores at three α and writes the Pareto front, and what it
+prints is what guided decoding of that row gives."""
+
+import json
+
+import numpy as np
+
+from uniarm_jax.arm import load_adapter
+from uniarm_jax.decode import guided_generate
+from uniarm_jax.demo import DEMO_ARM, TEST_PROMPTS
+from uniarm_jax.pretrained import load_pretrained, load_tokenizer
+from uniarm_jax.scoring import brevity, informativeness
+from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from tests.cli_runner import run_uniarm
+
+
+def test_demo_prints_scored_responses_and_writes_the_front(smollm2_dir, tmp_path):
+    res = run_uniarm("demo", "--num-prompts", 2, "--show", 1, "--max-new-tokens", 8, "--out", tmp_path)
+    printed = res.stdout
+    assert res.returncode == 0, res.stderr
+    summary = json.load(open(tmp_path / "results.json"))
+    assert summary["objectives"] == ["brevity", "informativeness"] and len(summary["prefs"]) == 11
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["methods"]) == {"base", "uniarm"}
+    for alpha in ("1, 0", "0.5, 0.5", "0, 1"):
+        assert f"[α = {alpha}] brevity " in printed
+
+    rows = [json.loads(line) for line in open(tmp_path / "samples" / "uniarm.jsonl")]
+    prompt = json.loads(open(TEST_PROMPTS).readline())["prompt"]
+    row = next(r for r in rows if r["prompt"] == prompt and r["pref"] == [0.0, 1.0])
+    base = load_pretrained(smollm2_dir)
+    tokenizer = load_tokenizer(smollm2_dir)
+    ids, _, _ = encode_prompt(tokenizer, prompt, TokenizeConfig(template="chat", max_prompt_tokens=512,
+                                                                 max_total_tokens=520))
+    expected, _ = guided_generate(base, [load_adapter(base, DEMO_ARM)], [ids], 8, pref=[0.0, 1.0],
+                                  pad_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(expected[0], skip_special_tokens=True).strip()
+    assert row["text"] == text and f"    {text}\n" in printed
+    np.testing.assert_allclose([row["scores"]["brevity"], row["scores"]["informativeness"]],
+                               [brevity(prompt, text), informativeness(prompt, text)], rtol=1e-12)
