@@ -88,7 +88,8 @@ def test_parm_loss_equals_numpy_with_one_alpha_per_micro_batch():
 @pytest.mark.parametrize("k", [2, 3])
 def test_uniarm_dim_global_equals_numpy(k):
     betas = (0.5, 0.01, 0.1)[:k]
-    cfg = ObjectiveConfig(method="uniarm", betas=betas, lambda_dim=0.7, lambda_glob=1.3, concentration=0.8)
+    cfg = ObjectiveConfig(method="uniarm", betas=betas, lambda_dim=0.7, lambda_glob=1.3, concentration=0.8,
+                         reading="dim_global")
     batch = make_batch(k=k, seed=2)
     loss, metrics = run(cfg, batch, seed=5)
     alpha = np.asarray(sample_dirichlet(jax.random.key(5), 0.8, k, (B,)))
