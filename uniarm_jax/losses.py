@@ -36,7 +36,7 @@ class ObjectiveConfig:
     concentration: float = 0.5      # Dirichlet(c · 1_k) for the sampled α
     lambda_dim: float = 1.0         # UniARM weights of the per-dimension and global terms
     lambda_glob: float = 1.0
-    reading: str = "weighted_vote"  # UniARM: "weighted_vote" (default, docs/results.md) or "dim_global"
+    reading: str = "dim_global"     # UniARM: "dim_global" (default, docs/results.md) or "weighted_vote"
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

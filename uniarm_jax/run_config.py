@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict] = {
     },
     "objective": {
         "method": "uniarm", "betas": [0.01, 0.01], "objective": 0, "concentration": 0.5,
-        "lambda_dim": 1.0, "lambda_glob": 1.0, "reading": "weighted_vote",
+        "lambda_dim": 1.0, "lambda_glob": 1.0, "reading": "dim_global",
     },
     "data": {
         "train": None,              # local json / jsonl / parquet file
