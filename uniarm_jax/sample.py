@@ -87,8 +87,6 @@ def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=Non
     return arms, weights
 
 
-
-
 def sample(args, log=print) -> dict:
     """Runs `uniarm sample` with parsed arguments; writes `args.out` and returns a summary."""
     from tqdm import tqdm
@@ -114,8 +112,8 @@ def sample(args, log=print) -> dict:
     if prefs != [None]:
         for p in prefs:
             check_pref(p, k)
-    elif conditioned_arms(arms):
-        raise ConfigError(f"the {conditioned_arms(arms)[0].adapter_config.kind} ARM needs --pref with {k} weights, e.g. "
+    elif conditioned := conditioned_arms(arms):
+        raise ConfigError(f"the {conditioned[0].adapter_config.kind} ARM needs --pref with {k} weights, e.g. "
                           f"--pref {','.join(['%.2g' % (1 / k)] * k)}")
 
     tcfg = TokenizeConfig(template=args.template, max_prompt_tokens=args.max_prompt_tokens,
