@@ -11,7 +11,7 @@ import pytest
 import uniarm_jax
 from uniarm_jax.adapters import AdapterConfig
 from uniarm_jax.arm import init_adapter
-from uniarm_jax.decode import Sampler, _rollout, choose_token, combine_logprobs, guided_generate
+from uniarm_jax.decode import Sampler, _rollout, choose_token, combine_logprobs, generate_in_chunks, guided_generate
 from uniarm_jax.errors import ConfigError
 from tests.test_adapters import randomise
 from tests.tiny_models import make_tiny_llama
@@ -97,6 +97,27 @@ def test_mixed_preference_batch_equals_one_run_per_preference(models):
         alone, _ = guided_generate(models["base"], [models["uniarm"]], [prompt], 6, pref=pref)
         assert mixed[row] == alone[0]
     assert len({tuple(m) for m in mixed}) > 1  # the preference changes the output
+
+
+def test_chunks_equal_one_call_per_chunk_with_the_last_padded(models):
+    """Five rows in chunks of two: each chunk is the call a user would make by hand (seed + start, the
+    last chunk padded with its last row), only real rows come back, and one shape is compiled."""
+    rows = PROMPTS + [[9, 9, 9, 9, 9], [1]]
+    prefs = [[1.0, 0.0], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7], [0.8, 0.2]]
+    sampler = Sampler(temperature=1.0, top_p=0.9)
+    chunks = list(generate_in_chunks(models["base"], [models["uniarm"]], rows, 5, prefs=prefs, chunk_size=2,
+                                     seed=3, sampler=sampler))
+    assert [start for start, _, _ in chunks] == [0, 2, 4] and [len(t) for _, t, _ in chunks] == [2, 2, 1]
+    for start, tokens, seconds in chunks:
+        index = [start, start + 1] if start + 1 < len(rows) else [start, start]
+        expected, _ = guided_generate(models["base"], [models["uniarm"]], [rows[i] for i in index], 5,
+                                      pref=[prefs[i] for i in index], sampler=sampler, seed=3 + start)
+        assert tokens == expected[:len(tokens)] and seconds > 0
+    # no chunk size: every row in one call
+    (start, alone, _), = generate_in_chunks(models["base"], [models["uniarm"]], rows, 5, prefs=prefs, seed=3,
+                                            sampler=sampler)
+    assert alone == guided_generate(models["base"], [models["uniarm"]], rows, 5, pref=prefs, sampler=sampler,
+                                    seed=3)[0]
 
 
 def test_no_recompilation_across_preferences_and_prompts_in_a_bucket(models):

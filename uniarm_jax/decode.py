@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -219,6 +220,24 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
         ends = [i for i, t in enumerate(row) if t in cfg.eos_token_ids]
         out.append(row[: ends[0] + 1] if ends else row[: int(steps)])
     return out, int(steps)
+
+
+def generate_in_chunks(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, prefs=None,
+                       chunk_size: int | None = None, seed: int = 0, **options):
+    """`guided_generate` over many rows, `chunk_size` at a time (default: all in one call), yielding
+    `(start, tokens, seconds)` per chunk with the tokens of its real rows. A short last chunk is padded
+    with copies of its last row, so every chunk after the first reuses one compiled shape; the chunk at
+    `start` samples with `seed + start`. `prefs` is one α per row, or None."""
+    size = chunk_size or len(prompts)
+    for start in range(0, len(prompts), size):
+        rows = list(range(start, min(start + size, len(prompts))))
+        if start:
+            rows += [rows[-1]] * (size - len(rows))
+        began = time.perf_counter()
+        tokens, _ = guided_generate(base, guides, [prompts[i] for i in rows], max_new_tokens,
+                                    pref=None if prefs is None else np.stack([prefs[i] for i in rows]),
+                                    seed=seed + start, **options)
+        yield start, tokens[:min(size, len(prompts) - start)], time.perf_counter() - began
 
 
 def generate_ids(handle, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,

@@ -27,12 +27,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 
 import numpy as np
 import yaml
 
-from uniarm_jax.decode import Sampler, guided_generate, num_objectives
+from uniarm_jax.decode import Sampler, generate_in_chunks, num_objectives
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.pareto import check_reference, hypervolume, mean_inner_product, non_dominated, simplex_grid
 from uniarm_jax.preferences import check_pref
@@ -144,19 +143,13 @@ def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[i
     `r̄(α)` `[M, k]` (one row when `prefs` is None) and the generation time."""
     grid = [None] if prefs is None else list(prefs)
     rows = [(p, ids, a) for a in grid for p, ids in zip(prompts, encoded)]
-    size = batch_size or len(rows)
     tokens, seconds = [], 0.0
-    for start in range(0, len(rows), size):
-        chunk = rows[start:start + size]
-        real = len(chunk)
-        chunk = chunk + [chunk[-1]] * (size - real) if start else chunk
-        began = time.perf_counter()
-        out, _ = guided_generate(base, guides, [r[1] for r in chunk], max_new_tokens,
-                                 pref=None if prefs is None else np.stack([r[2] for r in chunk]),
-                                 arm_weights=arm_weights, base_weight=base_weight, sampler=sampler,
-                                 seed=seed + start, pad_id=tokenizer.pad_token_id)
-        seconds += time.perf_counter() - began
-        tokens += out[:real]
+    for _, out, elapsed in generate_in_chunks(base, guides, [r[1] for r in rows], max_new_tokens,
+                                              prefs=None if prefs is None else [r[2] for r in rows],
+                                              chunk_size=batch_size, seed=seed, arm_weights=arm_weights,
+                                              base_weight=base_weight, sampler=sampler, pad_id=tokenizer.pad_token_id):
+        tokens += out
+        seconds += elapsed
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
     scores = score_responses(scorers, [r[0] for r in rows], texts)
     means = scores.reshape(len(grid), len(prompts), -1).mean(axis=1)

@@ -25,7 +25,7 @@ import re
 import numpy as np
 
 from uniarm_jax.data import load_preferences, split_data
-from uniarm_jax.decode import Sampler, guided_generate
+from uniarm_jax.decode import Sampler, generate_in_chunks
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.scoring import score_responses
 from uniarm_jax.tokenization import encode_prompts
@@ -44,20 +44,15 @@ def complete_sentences(text: str) -> str:
 
 def sample_pairs(handle, tokenizer, prompts: list[str], *, template: str, max_new_tokens: int,
                  sampler: Sampler, seed: int, batch_size: int, progress=None) -> list[tuple[str, str]]:
-    """Two sampled responses per prompt. Rows go through `guided_generate` (base only) in batches of
-    one compiled shape; the last batch is padded by repeating its last row."""
+    """Two sampled responses per prompt, sampled by the base alone `batch_size` rows at a time."""
     if batch_size < 2 or batch_size % 2:
         raise ConfigError(f"batch size {batch_size} must be even and at least 2 (two samples per prompt)")
     encoded = encode_prompts(tokenizer, prompts, template, max_new_tokens, handle.config.max_position_embeddings)
     rows = [ids for ids in encoded for _ in range(2)]
     texts = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        real = len(chunk)
-        chunk = chunk + [chunk[-1]] * (batch_size - real)
-        tokens, _ = guided_generate(handle, [], chunk, max_new_tokens, sampler=sampler, seed=seed + start,
-                                    pad_id=tokenizer.pad_token_id)
-        texts += [complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()) for t in tokens[:real]]
+    for _, tokens, _ in generate_in_chunks(handle, [], rows, max_new_tokens, chunk_size=batch_size, seed=seed,
+                                           sampler=sampler, pad_id=tokenizer.pad_token_id):
+        texts += [complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()) for t in tokens]
         if progress is not None:
             progress(len(texts) // 2, len(prompts))
     return list(zip(texts[0::2], texts[1::2]))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from uniarm_jax.arm import load_adapter, read_adapter_config
-from uniarm_jax.decode import Sampler, conditioned_arms, guided_generate, num_objectives
+from uniarm_jax.decode import Sampler, conditioned_arms, generate_in_chunks, num_objectives
 from uniarm_jax.errors import CheckpointError, ConfigError, DataError
 from uniarm_jax.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
@@ -133,26 +132,20 @@ def sample(args, log=print) -> dict:
     rows = [(p, ids, pref) for pref in prefs for p, ids in zip(prompts, encoded)]
     out_rows, generated, seconds = [], 0, 0.0
     with open(args.out, "w") as out, tqdm(total=len(rows), desc="sample", disable=not args.progress) as bar:
-        for start in range(0, len(rows), args.batch_size):
-            chunk = rows[start:start + args.batch_size]
-            while len(chunk) < args.batch_size and start:  # keep the compiled batch shape for the last chunk
-                chunk = chunk + [chunk[-1]]
-            real = min(args.batch_size, len(rows) - start)
-            pref = None if chunk[0][2] is None else [r[2] for r in chunk]
-            began = time.perf_counter()
-            tokens, _ = guided_generate(base, arms, [r[1] for r in chunk], args.max_new_tokens, pref=pref,
-                                        arm_weights=arm_weights or None, base_weight=args.base_weight,
-                                        sampler=sampler, seed=args.seed + start, pad_id=tokenizer.pad_token_id)
-            elapsed = time.perf_counter() - began
+        chunks = generate_in_chunks(base, arms, [r[1] for r in rows], args.max_new_tokens,
+                                    prefs=None if prefs == [None] else [r[2] for r in rows],
+                                    chunk_size=args.batch_size, seed=args.seed, arm_weights=arm_weights or None,
+                                    base_weight=args.base_weight, sampler=sampler, pad_id=tokenizer.pad_token_id)
+        for start, tokens, elapsed in chunks:
             if start:  # the first batch pays the compilation
                 seconds += elapsed
-                generated += sum(len(t) for t in tokens[:real])
-            for (prompt, ids, p), toks in zip(chunk[:real], tokens[:real]):
+                generated += sum(len(t) for t in tokens)
+            for (prompt, ids, p), toks in zip(rows[start:], tokens):
                 row = {"prompt": prompt, "pref": p, "prompt_token_ids": ids, "token_ids": toks,
                        "text": tokenizer.decode(toks, skip_special_tokens=True)}
                 out.write(json.dumps(row) + "\n")
                 out_rows.append(row)
-            bar.update(real)
+            bar.update(len(tokens))
     rate = generated / seconds if seconds else float("nan")
     log(f"{len(out_rows)} responses to {args.out}; {rate:.1f} tokens/s after the first (compiling) batch")
     return {"rows": len(out_rows), "tokens_per_s": rate}
