@@ -105,8 +105,10 @@ def test_chunks_equal_one_call_per_chunk_with_the_last_padded(models):
     rows = PROMPTS + [[9, 9, 9, 9, 9], [1]]
     prefs = [[1.0, 0.0], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7], [0.8, 0.2]]
     sampler = Sampler(temperature=1.0, top_p=0.9)
+    compiled = _rollout._cache_size()
     chunks = list(generate_in_chunks(models["base"], [models["uniarm"]], rows, 5, prefs=prefs, chunk_size=2,
                                      seed=3, sampler=sampler))
+    assert _rollout._cache_size() <= compiled + 1  # an unpadded last chunk of one row would compile again
     assert [start for start, _, _ in chunks] == [0, 2, 4] and [len(t) for _, t, _ in chunks] == [2, 2, 1]
     for start, tokens, seconds in chunks:
         index = [start, start + 1] if start + 1 < len(rows) else [start, start]

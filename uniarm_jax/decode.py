@@ -230,14 +230,15 @@ def generate_in_chunks(base, guides: list, prompts: list[list[int]], max_new_tok
     `start` samples with `seed + start`. `prefs` is one α per row, or None."""
     size = chunk_size or len(prompts)
     for start in range(0, len(prompts), size):
-        rows = list(range(start, min(start + size, len(prompts))))
+        end = min(start + size, len(prompts))
+        rows = list(range(start, end))
         if start:
             rows += [rows[-1]] * (size - len(rows))
         began = time.perf_counter()
         tokens, _ = guided_generate(base, guides, [prompts[i] for i in rows], max_new_tokens,
                                     pref=None if prefs is None else np.stack([prefs[i] for i in rows]),
                                     seed=seed + start, **options)
-        yield start, tokens[:min(size, len(prompts) - start)], time.perf_counter() - began
+        yield start, tokens[:end - start], time.perf_counter() - began
 
 
 def generate_ids(handle, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
