@@ -1,6 +1,6 @@
 # Both main targets create or refresh the virtual environment themselves.
 #   make demo   prepare the real SmolLM2-135M-Instruct and generate from it
-#   make test   run the test suite (what CI runs)
+#   make test   ruff check, then the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,7 @@ demo: smollm2
 	$(BIN)/uniarm demo
 
 test: smollm2
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 bench: smollm2

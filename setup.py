@@ -15,5 +15,5 @@ setup(
     packages=find_packages(include=["uniarm_jax", "uniarm_jax.*"]),
     python_requires=">=3.11",
     install_requires=requirements,
-    entry_points={"console_scripts": ["uniarm = uniarm_jax.cli:main"]},
+    entry_points={"console_scripts": ["uniarm = uniarm_jax.commands.main:main"]},
 )

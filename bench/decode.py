@@ -5,7 +5,7 @@ CPU (default): SmolLM2-135M-Instruct as the frozen base plus a 135M UniARM-style
 weights + a MoSLoRA adapter, r=8, k=2, on q/k/v, its zero-initialised leaves G, H, B made random so the
 ARM is not the base). Ours is `uniarm_jax.decode.guided_generate`: one compiled `lax.while_loop` rollout
 carrying both models' KV caches. The reference is what the authors' code does, in PyTorch: transformers'
-`LlamaForCausalLM` for the base and for the ARM (exported with `uniarm_jax.arm.export_merged` at the
+`LlamaForCausalLM` for the base and for the ARM (exported with `uniarm_jax.hf.peft.export_merged` at the
 benchmark's fixed α: the adapter merged into the kernels, MoSLoRA's shift a bias), each with its own
 `past_key_values`, combined in a Python loop as `log_softmax(base) + w * log_softmax(arm)`, greedy. EOS is
 turned off so every run decodes exactly `--new-tokens` tokens. As in bench/forward.py and bench/train.py:
@@ -87,8 +87,8 @@ def randomize_adapter(arm, scale: float, seed: int = 1):
 def load_ours(model_dir: str, scale: float):
     """(base, arm) handles in float32 with EOS turned off (every rollout runs exactly max_new_tokens)."""
     import uniarm_jax
-    from uniarm_jax.adapters import AdapterConfig
-    from uniarm_jax.arm import init_adapter
+    from uniarm_jax.model.adapters import AdapterConfig
+    from uniarm_jax.model.arm import init_adapter
     base = uniarm_jax.load_pretrained(model_dir, dtype="float32")
     base = dataclasses.replace(base, config=base.config.replace(eos_token_id=None))
     return base, randomize_adapter(init_adapter(base, AdapterConfig(**ACFG)), scale)
@@ -97,7 +97,9 @@ def load_ours(model_dir: str, scale: float):
 def ours_generate(base, arm, prompts, n: int, pref):
     """Greedy guided decoding, `[batch, n]` token ids (exactly n steps: EOS is off)."""
     import numpy as np
-    from uniarm_jax.decode import Sampler, guided_generate
+
+    from uniarm_jax.decode.rollout import guided_generate
+    from uniarm_jax.decode.sampling import Sampler
     tokens, steps = guided_generate(base, [arm], prompts, n, pref=pref, sampler=Sampler(0.0))
     assert steps == n, (steps, n)
     return np.asarray(tokens)
@@ -149,6 +151,7 @@ def _probe(kind: str, a) -> None:
     once (ours: compilation included); print the memory."""
     if kind.startswith("jax"):
         import jax
+
         import uniarm_jax  # noqa: F401
         jax.devices()
     else:
@@ -171,9 +174,10 @@ def cpu_main(a) -> dict:
     import numpy as np
     import torch
     import transformers
+
     import uniarm_jax
-    from uniarm_jax.arm import export_merged
-    from uniarm_jax.decode import _rollout
+    from uniarm_jax.decode.rollout import _rollout
+    from uniarm_jax.hf.peft import export_merged
 
     t_start = time.perf_counter()
     n, L = a.new_tokens, a.prompt_len
@@ -189,7 +193,8 @@ def cpu_main(a) -> dict:
     for b in a.batches:
         rows = prompts[:b]
         (ours_tok, first_ours, _), (torch_tok, first_torch, _) = (
-            clock(lambda: ours_generate(base, arm, rows, n, a.pref)), clock(lambda: torch_generate(tbase, tarm, rows, n)))
+            clock(lambda: ours_generate(base, arm, rows, n, a.pref)),
+            clock(lambda: torch_generate(tbase, tarm, rows, n)))
         cache_after_warmup = _rollout._cache_size()
         ours_t, torch_t = [], []
         for _ in range(a.repeats):
@@ -224,7 +229,8 @@ def cpu_main(a) -> dict:
         st.append(t)
     med, bw_, sw_ = statistics.median, [t[0] for t in bt], [t[0] for t in st]
     out["alpha_grid_11"] = {
-        "new_tokens": gn, "batched_s_median": round(med(bw_), 3), "batched_s_min_max": [round(min(bw_), 3), round(max(bw_), 3)],
+        "new_tokens": gn, "batched_s_median": round(med(bw_), 3),
+        "batched_s_min_max": [round(min(bw_), 3), round(max(bw_), 3)],
         "sequential_s_median": round(med(sw_), 3), "sequential_s_min_max": [round(min(sw_), 3), round(max(sw_), 3)],
         "speedup_batched_over_sequential": round(med(sw_) / med(bw_), 2),
         "cpu_per_wall_batched_sequential": [round(sum(t[1] for t in bt) / sum(bw_), 2),
@@ -261,8 +267,10 @@ def cpu_main(a) -> dict:
                            "round trip included); tokens_per_s = batch*new_tokens / median"},
         **out,
         "peak_memory_mib": {"ours": side("jax"), "torch": side("torch"),
-                            "ratio_increment_ours_over_torch": round(side("jax")["increment"] / side("torch")["increment"], 3),
-                            "what": f"fresh process: load base + ARM, decode batch {max(a.batches)} once (ours: compile included)"},
+                            "ratio_increment_ours_over_torch":
+                                round(side("jax")["increment"] / side("torch")["increment"], 3),
+                            "what": f"fresh process: load base + ARM, decode batch {max(a.batches)} once "
+                                    "(ours: compile included)"},
     }
 
 
@@ -272,12 +280,13 @@ def gpu_main(a) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from uniarm_jax.adapters import AdapterConfig
-    from uniarm_jax.arm import adapter_shapes
-    from uniarm_jax.config import LlamaConfig
-    from uniarm_jax.decode import _rollout
-    from uniarm_jax.model import count_params, param_shapes
-    from uniarm_jax.pretrained import ModelHandle
+
+    from uniarm_jax.decode.rollout import _rollout
+    from uniarm_jax.model.adapters import AdapterConfig
+    from uniarm_jax.model.arm import adapter_shapes
+    from uniarm_jax.model.config import LlamaConfig
+    from uniarm_jax.model.handle import ModelHandle
+    from uniarm_jax.model.llama import count_params, param_shapes
 
     dev = jax.devices()[0]
     h, f, n_layers, heads, vocab = ((4096, 11008, 32, 32, 32000) if a.model == "7b" else (256, 688, 2, 4, 512))
@@ -360,7 +369,8 @@ def gpu_main(a) -> dict:
                 r["fraction_of_bound_counting_allocated_cache"] = round(as_built / bw / step, 3)
             log(f"batch {b}: decode step {r['decode_step_ms']} ms, {r.get('fraction_of_bound')} of the bound")
             stats = dev.memory_stats() or {}
-            r["peak_device_gib"] = round(stats["peak_bytes_in_use"] / 2**30, 2) if "peak_bytes_in_use" in stats else None
+            peak = stats.get("peak_bytes_in_use")
+            r["peak_device_gib"] = None if peak is None else round(peak / 2**30, 2)
         except Exception as e:  # e.g. out of memory: keep the other batch's numbers
             r["error"] = f"{type(e).__name__}: {str(e)[:400]}"
     return {
@@ -410,7 +420,7 @@ def main() -> None:
         return print(json.dumps(gpu_main(a), indent=2))
     a.pref = [float(x) for x in a.pref.split(",")]
     if a.model_dir is None:
-        from uniarm_jax.smollm2 import prepare_smollm2
+        from uniarm_jax.hf.smollm2 import prepare_smollm2
         a.model_dir = prepare_smollm2(log=lambda m: print(m, file=sys.stderr))
     a.forward_args = [f"--model-dir={a.model_dir}", f"--batches={','.join(map(str, a.batches))}",
                       f"--prompt-len={a.prompt_len}", f"--new-tokens={a.new_tokens}",

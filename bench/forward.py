@@ -32,6 +32,7 @@ def _probe(kind: str, model_dir: str) -> None:
     """In a fresh subprocess: import one library stack, optionally load the model, print its memory."""
     if kind.startswith("jax"):
         import jax
+
         import uniarm_jax
         jax.devices()  # the CPU client belongs to the baseline, not to the load
         if kind == "jax-load":
@@ -62,7 +63,7 @@ def main() -> None:
     p.add_argument("--_probe", choices=PROBES, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.model_dir is None:
-        from uniarm_jax.smollm2 import prepare_smollm2
+        from uniarm_jax.hf.smollm2 import prepare_smollm2
         args.model_dir = prepare_smollm2(log=lambda m: print(m, file=sys.stderr))
     if args._probe:
         return _probe(args._probe, args.model_dir)
@@ -75,7 +76,7 @@ def main() -> None:
     from transformers import LlamaForCausalLM
 
     from uniarm_jax import load_pretrained
-    from uniarm_jax.model import Llama, init_cache
+    from uniarm_jax.model.llama import Llama, init_cache
 
     B, L, N, R = args.batch, args.prompt_len, args.steps, args.repeats
     handle = load_pretrained(args.model_dir, dtype="float32")
@@ -153,7 +154,8 @@ def main() -> None:
         "prefill_s": prefill_s,
         "prefill_tokens_per_s": {"ours": round(B * L / prefill_s["ours_median"], 1),
                                  "torch": round(B * L / prefill_s["torch_median"], 1),
-                                 "ratio_ours_over_torch": round(prefill_s["torch_median"] / prefill_s["ours_median"], 3)},
+                                 "ratio_ours_over_torch":
+                                     round(prefill_s["torch_median"] / prefill_s["ours_median"], 3)},
         "decode_step_ms": summary(ours_dec, torch_dec, 1e3),
         "load_memory_mib": {
             "safetensors_file": round(st_bytes / MIB, 1), "ours": loader("jax"),

@@ -57,12 +57,13 @@ def lr_at(step: int, a) -> float:
 def ours_cpu(a, batch):
     """(step() -> loss, schedule): our jitted step on the real SmolLM2, state kept in the closure."""
     import jax
+
     import uniarm_jax
-    from uniarm_jax.adapters import AdapterConfig
-    from uniarm_jax.arm import init_adapter
-    from uniarm_jax.losses import ObjectiveConfig
-    from uniarm_jax.sharding import make_mesh
-    from uniarm_jax.train_step import ArmSteps, init_state, make_optimizer
+    from uniarm_jax.model.adapters import AdapterConfig
+    from uniarm_jax.model.arm import init_adapter
+    from uniarm_jax.model.sharding import make_mesh
+    from uniarm_jax.train.losses import ObjectiveConfig
+    from uniarm_jax.train.step import ArmSteps, init_state, make_optimizer
 
     mesh = make_mesh(devices=jax.devices()[:1])
     handle = uniarm_jax.load_pretrained(a.model_dir, dtype="float32", mesh=mesh)
@@ -121,11 +122,12 @@ def _probe(kind: str, a) -> None:
     side = kind.split("-")[0]
     if side == "jax":
         import jax
+
         import uniarm_jax  # noqa: F401
         jax.devices()
     else:
-        import torch  # noqa: F401
         import peft  # noqa: F401
+        import torch  # noqa: F401
         import transformers  # noqa: F401
     if kind.endswith("train"):
         batch = make_batch(a.batch, a.length, a.vocab)
@@ -141,9 +143,9 @@ def _run_probe(kind: str, a) -> dict:
 
 def cpu_main(a) -> dict:
     import jax
+    import peft
     import torch
     import transformers
-    import peft
 
     batch = make_batch(a.batch, a.length, a.vocab)
     ours, schedule = ours_cpu(a, batch)
@@ -190,14 +192,15 @@ def cpu_main(a) -> dict:
 def gpu_main(a) -> dict:
     import jax
     import jax.numpy as jnp
-    from uniarm_jax.adapters import AdapterConfig
-    from uniarm_jax.arm import init_adapter
-    from uniarm_jax.config import LlamaConfig
-    from uniarm_jax.losses import ObjectiveConfig
-    from uniarm_jax.model import Llama, count_params
-    from uniarm_jax.pretrained import ModelHandle
-    from uniarm_jax.sharding import make_mesh, param_shardings
-    from uniarm_jax.train_step import ArmSteps, init_state, make_optimizer
+
+    from uniarm_jax.model.adapters import AdapterConfig
+    from uniarm_jax.model.arm import init_adapter
+    from uniarm_jax.model.config import LlamaConfig
+    from uniarm_jax.model.handle import ModelHandle
+    from uniarm_jax.model.llama import Llama, count_params
+    from uniarm_jax.model.sharding import make_mesh, param_shardings
+    from uniarm_jax.train.losses import ObjectiveConfig
+    from uniarm_jax.train.step import ArmSteps, init_state, make_optimizer
 
     dev = jax.devices()[0]
     h, f, n_layers, heads, vocab = ((4096, 11008, 32, 32, 32000) if a.model == "7b" else (256, 688, 2, 4, 512))
@@ -218,7 +221,8 @@ def gpu_main(a) -> dict:
 
     configs = {"genarm_lora": (AdapterConfig(kind="lora", rank=8, targets=TARGETS, dropout=0.05),
                                ObjectiveConfig(method="genarm", betas=(0.01, 0.01), objective=0), 1),
-               "uniarm_moslora": (AdapterConfig(kind="moslora", rank=8, targets=TARGETS, dropout=0.05, num_objectives=2),
+               "uniarm_moslora": (AdapterConfig(kind="moslora", rank=8, targets=TARGETS, dropout=0.05,
+                                                num_objectives=2),
                                   ObjectiveConfig(method="uniarm", betas=(0.01, 0.01)), 3)}
     out, runners = {}, {}
     for name, (acfg, ocfg, copies) in configs.items():
@@ -265,9 +269,9 @@ def gpu_main(a) -> dict:
         except Exception as e:  # e.g. out of memory: keep the other configuration's numbers
             r["error"] = f"{type(e).__name__}: {str(e)[:400]}"
     for _ in range(a.repeats):  # alternate the configurations repeat by repeat
-        for name, (step, times) in runners.items():
+        for _name, (step, times) in runners.items():
             times.append(clock(step)[1])
-    for name, (step, times) in runners.items():
+    for name, (_step, times) in runners.items():
         r, med = out[name], statistics.median(times)
         r.update(step_s_median=round(med, 4), step_s_min_max=[round(min(times), 4), round(max(times), 4)],
                  tokens_per_s=round(r["tokens_per_step"] / med, 1),
@@ -290,9 +294,9 @@ def gpu_main(a) -> dict:
                                   "forward and twice that backward (dense, masked, as computed); "
                                   "hardware_flops_with_remat adds the recomputed forward; MFU = model_flops / step "
                                   "time / peak_bf16_flops_used; xla_cost_analysis_flops counts the layer scan's "
-                                  "while bodies once, so it is checked against expected_xla_flops_one_layer_body (on CPU the lowered "
-                                  "HLO matches it to ~4%; a GPU backend answers only after compiling, and its count "
-                                  "seems to leave out the cuBLAS GEMM custom calls)"},
+                                  "while bodies once, so it is checked against expected_xla_flops_one_layer_body "
+                                  "(on CPU the lowered HLO matches it to ~4%; a GPU backend answers only after "
+                                  "compiling, and its count seems to leave out the cuBLAS GEMM custom calls)"},
         **out,
     }
 
@@ -320,7 +324,7 @@ def main() -> None:
     if a.gpu:
         return print(json.dumps(gpu_main(a), indent=2))
     if a.model_dir is None:
-        from uniarm_jax.smollm2 import prepare_smollm2
+        from uniarm_jax.hf.smollm2 import prepare_smollm2
         a.model_dir = prepare_smollm2(log=lambda m: print(m, file=sys.stderr))
     with open(os.path.join(a.model_dir, "config.json")) as fh:
         a.vocab = json.load(fh)["vocab_size"]

@@ -2,7 +2,7 @@
 
 import sys
 
-from uniarm_jax.cli import main
+from uniarm_jax.commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["prepare-smollm2", *sys.argv[1:]]))

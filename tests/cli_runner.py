@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import io
 
-from uniarm_jax.cli import main
+from uniarm_jax.commands.main import main
 
 
 @dataclasses.dataclass

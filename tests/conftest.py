@@ -25,6 +25,6 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The real SmolLM2-135M-Instruct (built once from the PyPI wheel, then cached)."""
-    from uniarm_jax.smollm2 import prepare_smollm2
+    from uniarm_jax.hf.smollm2 import prepare_smollm2
 
     return prepare_smollm2()

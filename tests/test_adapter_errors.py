@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter, merge_adapter
 from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter, merge_adapter
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def arm(tiny_dir):
     ([[1.2, -0.2], [0.5, 0.5]], "preference vector [1.2, -0.2] has a negative or non-finite entry"),
     ([[0.5, 0.5], [0.6, 0.6]], "preference vector [0.6, 0.6] sums to 1.2; expected 1"),
     ([[0.5, 0.5]] * 3, "3 preference vectors for a batch of 2 rows"),
-    (None, "needs pref: one preference vector of 2 weights per row"),
+    (None, "needs a preference vector of 2 weights (pref: one per row"),
 ])
 def test_bad_preference_is_refused_with_the_vector(arm, pref, message):
     ids = np.zeros((2, 4), np.int64)
@@ -65,12 +65,13 @@ def test_info_counts_llama_7b_adapters_from_shapes(tmp_path):
 
     transformers.LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                              num_attention_heads=32).save_pretrained(tmp_path)
-    expected = {"lora": 6291456, "pblora": 6296064, "moslora": 6300672}  # METHODS.md's figures
+    expected = {"lora": 6291456, "pblora": 6296064, "moslora": 6300672}  # docs/methods.md's figures
     for kind, count in expected.items():
-        out = subprocess.run([sys.executable, "-m", "uniarm_jax.cli", "info", "--base", str(tmp_path),
+        out = subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", "info", "--base", str(tmp_path),
                               "--adapter", kind], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert f"trainable parameters: {count}\n" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "uniarm_jax.cli", "info", "--base", str(tmp_path), "--adapter",
+    out = subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", "info", "--base", str(tmp_path),
+                          "--adapter",
                           "lora", "--rank", "0"], capture_output=True, text=True)
     assert out.returncode == 2 and "adapter rank must be positive; got 0" in out.stderr and not out.stdout

@@ -11,10 +11,12 @@ import torch
 import transformers
 
 import uniarm_jax
-from uniarm_jax.arm import export_merged, export_peft, init_adapter, load_adapter, save_adapter
-from uniarm_jax.errors import CheckpointError
 from tests.test_adapters import CONFIGS, randomise
 from tests.tiny_models import make_tiny_llama
+from uniarm_jax.errors import CheckpointError
+from uniarm_jax.hf.adapter_files import load_adapter, save_adapter
+from uniarm_jax.hf.peft import export_merged, export_peft
+from uniarm_jax.model.arm import init_adapter
 
 ALPHA = [0.7, 0.3]
 
@@ -63,7 +65,7 @@ def test_adapter_checkpoint_round_trip_and_cli_export(base_dir, tmp_path):
     ids = np.random.RandomState(2).randint(0, 96, (1, 8))
     np.testing.assert_array_equal(uniarm_jax.logits(again, ids, pref=ALPHA), uniarm_jax.logits(arm, ids, pref=ALPHA))
 
-    out = subprocess.run([sys.executable, "-m", "uniarm_jax.cli", "export", "--base", base_dir, "--adapter",
+    out = subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", "export", "--base", base_dir, "--adapter",
                           str(tmp_path / "arm"), "--out", str(tmp_path / "peft"), "--pref", "0.7,0.3"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -71,7 +73,7 @@ def test_adapter_checkpoint_round_trip_and_cli_export(base_dir, tmp_path):
                                            str(tmp_path / "peft")).eval()
     assert np.abs(uniarm_jax.logits(arm, ids, pref=ALPHA) - torch_logits(model, ids)).max() <= 1e-4
 
-    bad = subprocess.run([sys.executable, "-m", "uniarm_jax.cli", "export", "--base", base_dir, "--adapter",
+    bad = subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", "export", "--base", base_dir, "--adapter",
                           str(tmp_path / "arm"), "--out", str(tmp_path / "x"), "--pref", "0.7,0.2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2

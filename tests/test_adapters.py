@@ -1,4 +1,4 @@
-"""Adapters against oracles: the base model at init, a direct numpy computation of METHODS.md's
+"""Adapters against oracles: the base model at init, a direct numpy computation of docs/methods.md's
 formulas (ΔW(α) materialised here, never in the library) run through transformers' PyTorch Llama,
 per-example α, frozen base weights, and merging."""
 
@@ -12,10 +12,10 @@ import torch
 import transformers
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter, merge_adapter, unmerge_adapter
-from uniarm_jax.model import Llama
 from tests.tiny_models import make_tiny_llama
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter, merge_adapter, unmerge_adapter
+from uniarm_jax.model.llama import Llama
 
 CONFIGS = {
     "lora": AdapterConfig(kind="lora"),
@@ -50,7 +50,7 @@ def randomise(handle, seed=0):
 
 
 def numpy_delta(p, alpha, acfg):
-    """METHODS.md §1-3 written out in numpy for one layer: (ΔW [d_in, d_out], bias or None)."""
+    """docs/methods.md §1-3 written out in numpy for one layer: (ΔW [d_in, d_out], bias or None)."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     s = acfg.scale
     if acfg.kind == "lora":

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import uniarm_jax
-from uniarm_jax.decode import generate_ids, left_pad
-from uniarm_jax.model import Llama, init_cache
+from uniarm_jax.decode.generate import generate_ids
+from uniarm_jax.decode.rollout import left_pad
+from uniarm_jax.model.llama import Llama, init_cache
 
 
 def test_prefill_then_decode_equals_full_forward(tiny_dir):

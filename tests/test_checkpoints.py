@@ -5,16 +5,16 @@ import json
 import os
 import pickle
 
+import jax
 import numpy as np
 import pytest
 import torch
 import transformers
 
-import jax
 import uniarm_jax
-from uniarm_jax.errors import CheckpointError
-from uniarm_jax.safetensors_io import SafetensorsFile
 from tests.tiny_models import make_tiny_llama
+from uniarm_jax.errors import CheckpointError
+from uniarm_jax.hf.safetensors import SafetensorsFile
 
 
 def _leaves(handle):
@@ -46,7 +46,7 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, tied):
 def test_sharded_export_and_bf16_round_trip(tmp_path):
     make_tiny_llama(tmp_path / "src", dtype=torch.bfloat16)
     handle = uniarm_jax.load_pretrained(str(tmp_path / "src"), dtype="bfloat16")
-    from uniarm_jax.checkpoints import export_hf
+    from uniarm_jax.hf.checkpoints import export_hf
 
     export_hf(handle.params, handle.config, str(tmp_path / "out"), max_shard_bytes=20_000)
     index = json.load(open(tmp_path / "out/model.safetensors.index.json"))

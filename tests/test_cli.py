@@ -10,7 +10,7 @@ from tests.tiny_models import make_tiny_llama
 
 
 def uniarm(*args):
-    return subprocess.run([sys.executable, "-m", "uniarm_jax.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", *args], capture_output=True, text=True)
 
 
 def test_info_prints_config_and_parameter_count(tmp_path):
@@ -43,3 +43,27 @@ def test_convert_writes_a_bf16_directory(tmp_path):
     assert out.returncode == 0, out.stderr
     reloaded = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "bf16"))
     assert reloaded.dtype == torch.bfloat16
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_file(tmp_path):
+    make_tiny_llama(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    out = uniarm("convert", "--base", str(tmp_path / "m"), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"uniarm convert: error: {path} is truncated: tensor ")
+
+
+def test_an_internal_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Only the project's own errors become one line: a bare ValueError (as numpy or jax raise) is a bug."""
+    import pytest
+
+    from uniarm_jax.commands import main as cli
+    from uniarm_jax.commands import models
+
+    def broken(args):
+        raise ValueError("an internal bug")
+    monkeypatch.setattr(models, "info", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main(["info", "--base", "x"])
+    assert "error:" not in capsys.readouterr().err

@@ -6,8 +6,7 @@ import os
 import pytest
 
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.run_config import load_run_config
-from uniarm_jax.train import build_adapter, build_objective
+from uniarm_jax.train.config import load_run_config
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yaml")))
 
@@ -15,17 +14,17 @@ CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "config
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_builds(path):
     config = load_run_config(path)
-    k = len(config["objective"]["betas"])
-    adapter, objective = build_adapter(config, k), build_objective(config, k)
+    k = len(config.objective.betas)
+    adapter, objective = config.adapter_for(k), config.objective_for(k)
     assert adapter.kind in {"genarm": ("lora",), "parm": ("pblora",), "uniarm": ("moslora",)}[objective.method]
 
 
 def test_paper_settings_are_the_reference_ones():
     parm = load_run_config(os.path.join(os.path.dirname(__file__), "..", "configs", "parm_pku.yaml"))
-    assert (parm["optim"]["learning_rate"], parm["optim"]["warmup_steps"], parm["optim"]["weight_decay"],
-            parm["optim"]["batch_size"], parm["optim"]["epochs"]) == (5e-4, 20, 0.05, 32, 2)
-    assert (parm["adapter"]["rank"], parm["adapter"]["rank_shared"], parm["adapter"]["lora_alpha"]) == (8, 4, 8)
-    assert (parm["data"]["max_prompt_tokens"], parm["data"]["max_total_tokens"]) == (512, 1024)
+    assert (parm.optim.learning_rate, parm.optim.warmup_steps, parm.optim.weight_decay,
+            parm.optim.batch_size, parm.optim.epochs) == (5e-4, 20, 0.05, 32, 2)
+    assert (parm.adapter.rank, parm.adapter.rank_shared, parm.adapter.lora_alpha) == (8, 4, 8)
+    assert (parm.data.max_prompt_tokens, parm.data.max_total_tokens) == (512, 1024)
 
 
 def test_unknown_section_and_bad_override_are_refused():

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uniarm_jax.batches import PreferenceBatches, collate
-from uniarm_jax.cli import main
-from uniarm_jax.data import load_preferences, split_data
+from uniarm_jax.commands.main import main
+from uniarm_jax.data.batches import PreferenceBatches, collate
+from uniarm_jax.data.pairs import load_preferences, split_data
+from uniarm_jax.data.templates import apply_template
+from uniarm_jax.data.tokenization import TokenizeConfig, encode, tokenize_pairs
 from uniarm_jax.errors import ConfigError, DataError
-from uniarm_jax.templates import apply_template
-from uniarm_jax.tokenization import TokenizeConfig, encode, tokenize_pairs
 
 PKU_ROWS = [
     {"prompt": "How do I bake bread?", "response_0": "Mix flour, water and yeast.", "response_1": "No idea.",
@@ -46,7 +46,7 @@ def synthetic_rows(n, seed=0):
 
 @pytest.fixture(scope="session")
 def smol(smollm2_dir):
-    from uniarm_jax.pretrained import load_tokenizer
+    from uniarm_jax.hf.pretrained import load_tokenizer
 
     return load_tokenizer(smollm2_dir)
 
@@ -330,7 +330,8 @@ def test_uniarm_data_refuses_bad_input_in_one_line(tmp_path, capsys, smollm2_dir
 def test_uniarm_data_prints_what_training_sees(tmp_path, smol, smollm2_dir):
     rows = synthetic_rows(12, seed=7)
     path = write_jsonl(tmp_path / "multi.jsonl", rows)
-    out = subprocess.run([sys.executable, "-m", "uniarm_jax.cli", "data", path, "--schema", "multi", "--tokenizer",
+    out = subprocess.run([sys.executable, "-m", "uniarm_jax.commands.main", "data", path, "--schema", "multi",
+                          "--tokenizer",
                           smollm2_dir, "--template", "tulu2", "--max-chars", "150", "--max-prompt-tokens", "16",
                           "--max-total-tokens", "40"],
                          capture_output=True, text=True)

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter
-from uniarm_jax.decode import Sampler, _rollout, choose_token, combine_logprobs, generate_in_chunks, guided_generate
-from uniarm_jax.errors import ConfigError
 from tests.test_adapters import randomise
 from tests.tiny_models import make_tiny_llama
+from uniarm_jax.decode.generate import generate_in_chunks
+from uniarm_jax.decode.rollout import _rollout, guided_generate
+from uniarm_jax.decode.sampling import Sampler, choose_token, combine_logprobs
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter
 
 PROMPTS = [[5, 17, 33, 8, 60, 21, 9], [44, 3], [70, 12, 90, 15]]
 
@@ -182,8 +184,8 @@ def test_bad_decoding_input_is_refused_before_compiling(models):
 
 def test_weak_to_strong_with_the_base_sharded_over_the_tensor_axis(models, tmp_path):
     """The big base split 8 ways over `tensor`, the small ARM by its own shapes: the same tokens."""
-    from uniarm_jax.sharding import make_mesh
-    from uniarm_jax.checkpoints import export_hf
+    from uniarm_jax.hf.checkpoints import export_hf
+    from uniarm_jax.model.sharding import make_mesh
 
     mesh = make_mesh(1, 1, 8)
     export_hf(models["base"].params, models["base"].config, str(tmp_path / "base"))

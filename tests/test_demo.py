@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 
-from uniarm_jax.arm import load_adapter
-from uniarm_jax.decode import guided_generate
-from uniarm_jax.demo import DEMO_ARM, TEST_PROMPTS
-from uniarm_jax.pretrained import load_pretrained, load_tokenizer
-from uniarm_jax.scoring import brevity, informativeness
-from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
 from tests.cli_runner import run_uniarm
+from uniarm_jax.commands.demo import DEMO_ARM, TEST_PROMPTS
+from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.decode.rollout import guided_generate
+from uniarm_jax.eval.scoring import brevity, informativeness
+from uniarm_jax.hf.adapter_files import load_adapter
+from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 
 
 def test_demo_prints_scored_responses_and_writes_the_front(smollm2_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import uniarm_jax
 from uniarm_jax.errors import CheckpointError, ConfigError
-from uniarm_jax.safetensors_io import SafetensorsFile, save_safetensors
+from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors
 
 
 def copy_with_config(src, dst, **changes):
@@ -47,29 +48,25 @@ def rewrite_weights(src, dst, edit):
     return str(dst)
 
 
-def test_missing_tensor_is_named(tiny_dir, tmp_path):
-    def drop(t):
-        del t["model.layers.1.mlp.up_proj.weight"]
-        return t
-    with pytest.raises(CheckpointError, match=r"'model.layers.1.mlp.up_proj.weight' is missing \(expected shape \(80, 48\)\)"):
-        uniarm_jax.load_pretrained(rewrite_weights(tiny_dir, tmp_path / "m", drop))
+def without(name):
+    return lambda t: {n: a for n, a in t.items() if n != name}
 
 
-def test_unexpected_tensor_is_named(tiny_dir, tmp_path):
-    def add(t):
-        t["model.layers.0.self_attn.q_proj.bias"] = np.zeros(64, np.float32)
-        return t
-    with pytest.raises(CheckpointError, match=r"unexpected tensor 'model.layers.0.self_attn.q_proj.bias' with shape \(64,\)"):
-        uniarm_jax.load_pretrained(rewrite_weights(tiny_dir, tmp_path / "m", add))
+def with_tensor(name, array):
+    return lambda t: {**t, name: array}
 
 
-def test_misshaped_tensor_names_both_shapes(tiny_dir, tmp_path):
-    def reshape(t):
-        t["model.layers.0.self_attn.k_proj.weight"] = np.zeros((48, 48), np.float32)
-        return t
-    with pytest.raises(CheckpointError, match=r"'model.layers.0.self_attn.k_proj.weight' has shape \(48, 48\); "
-                                              r"the config expects \(32, 48\)"):
-        uniarm_jax.load_pretrained(rewrite_weights(tiny_dir, tmp_path / "m", reshape))
+@pytest.mark.parametrize("edit, message", [
+    (without("model.layers.1.mlp.up_proj.weight"),
+     r"'model.layers.1.mlp.up_proj.weight' is missing \(expected shape \(80, 48\)\)"),
+    (with_tensor("model.layers.0.self_attn.q_proj.bias", np.zeros(64, np.float32)),
+     r"unexpected tensor 'model.layers.0.self_attn.q_proj.bias' with shape \(64,\)"),
+    (with_tensor("model.layers.0.self_attn.k_proj.weight", np.zeros((48, 48), np.float32)),
+     r"'model.layers.0.self_attn.k_proj.weight' has shape \(48, 48\); the config expects \(32, 48\)"),
+], ids=["missing", "unexpected", "misshaped"])
+def test_a_wrong_tensor_is_named_with_its_shapes(tiny_dir, tmp_path, edit, message):
+    with pytest.raises(CheckpointError, match=message):
+        uniarm_jax.load_pretrained(rewrite_weights(tiny_dir, tmp_path / "m", edit))
 
 
 def test_missing_files_get_one_sentence(tiny_dir, tmp_path):
@@ -116,3 +113,30 @@ def test_logits_refuse_bad_token_ids(tiny_dir):
         uniarm_jax.logits(handle, np.array([[0, 5]]), np.ones((1, 3)))
     with pytest.raises(ConfigError, match="dtype='float8' is not one of"):
         uniarm_jax.load_pretrained("anything", dtype="float8")
+
+
+def test_truncated_safetensors_is_refused_naming_the_file_and_tensor(tiny_dir, tmp_path):
+    shutil.copytree(tiny_dir, tmp_path / "m")
+    path = tmp_path / "m/model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))} is truncated: tensor '[\w.]+' ends at byte \d+ "
+                                              r"of the data, but the file holds only \d+ bytes of data"):
+        uniarm_jax.load_pretrained(str(tmp_path / "m"))
+    path.write_bytes(data[:20])  # cut inside the header
+    with pytest.raises(CheckpointError, match=r"is truncated or not a safetensors file: its header says \d+ bytes"):
+        uniarm_jax.load_pretrained(str(tmp_path / "m"))
+
+
+def test_a_header_that_lies_about_a_tensor_size_is_refused(tmp_path):
+    path = str(tmp_path / "t.safetensors")
+    save_safetensors(path, [("w", (2, 3), np.float32, lambda: np.zeros((2, 3), np.float32))])
+    raw = open(path, "rb").read()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    header["w"]["shape"] = [3, 3]
+    blob = json.dumps(header, separators=(",", ":")).encode().ljust(size)  # same length: [2,3] -> [3,3]
+    open(path, "wb").write(raw[:8] + blob + raw[8 + size:])
+    with pytest.raises(CheckpointError, match=r"tensor 'w' of shape \[3, 3\] \(F32\) needs 36 bytes; its data_offsets "
+                                              "span 24"):
+        SafetensorsFile(path)

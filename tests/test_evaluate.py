@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter, load_adapter, save_adapter
-from uniarm_jax.decode import guided_generate
-from uniarm_jax.pareto import hypervolume, simplex_grid
-from uniarm_jax.scoring import brevity, informativeness
-from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
+from tests.cli_runner import run_uniarm as uniarm
 from tests.synthetic import vocabulary
 from tests.test_adapters import randomise
-from tests.cli_runner import run_uniarm as uniarm
 from tests.tiny_models import make_tiny_word_llama
+from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.decode.rollout import guided_generate
+from uniarm_jax.eval.pareto import hypervolume, simplex_grid
+from uniarm_jax.eval.scoring import brevity, informativeness
+from uniarm_jax.hf.adapter_files import load_adapter, save_adapter
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter
 
 PROMPTS = ["Name some fruit.", "What is in the basket?", "Say six words."]
 
@@ -90,7 +91,8 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     ("prefs=[[1.2,-0.2]]", "negative or non-finite entry"),
     ("reference=[0.0]", "must have 2 entries"),
     ("refrence=[0,0]", "did you mean 'reference'"),
-    (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"), "guides 2 objectives; the evaluation scores 3"),
+    (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"),
+     "guides 2 objectives; the evaluation scores 3"),
     ("methods={base: {arms: [x]}}", "taken by the base model"),
     ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
                                              "it stands for ['informativeness', 'brevity']"),

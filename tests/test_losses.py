@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import uniarm_jax
-from uniarm_jax.errors import ConfigError
-from uniarm_jax.losses import (ObjectiveConfig, model_logprob_fn, objective_loss, sample_dirichlet,
-                               weighted_winner)
-from uniarm_jax.model import Llama
 from tests.tiny_models import make_tiny_llama
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.llama import Llama
+from uniarm_jax.train.losses import ObjectiveConfig, model_logprob_fn, objective_loss, sample_dirichlet, weighted_winner
 
 B, K, L = 4, 2, 10
 

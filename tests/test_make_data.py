@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.data import load_preferences, split_data
-from uniarm_jax.decode import Sampler, guided_generate
-from uniarm_jax.make_data import SPLITS, complete_sentences, label_pairs, sample_pairs
-from uniarm_jax.scoring import brevity, informativeness, make_scorers, tone
-from uniarm_jax.tokenization import TokenizeConfig, encode_prompt
-from tests.synthetic import vocabulary
 from tests.cli_runner import run_uniarm as uniarm
+from tests.synthetic import vocabulary
 from tests.tiny_models import make_tiny_word_llama
+from uniarm_jax.data.pairs import load_preferences, split_data
+from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.decode.rollout import guided_generate
+from uniarm_jax.decode.sampling import Sampler
+from uniarm_jax.eval.make_data import SPLITS, complete_sentences, label_pairs, sample_pairs
+from uniarm_jax.eval.scoring import brevity, informativeness, make_scorers, tone
 
 OBJECTIVES = {"brevity": brevity, "informativeness": informativeness, "tone": tone}
 
@@ -311,5 +312,6 @@ def test_make_data_refuses_bad_input(setup, tmp_path):
     res = uniarm("make-data", "--base", root / "base", "--out", tmp_path / "o", "--prompts", long,
                  "--template", "raw", "--max-new-tokens", MAX_NEW, "--batch-size", BATCH)
     assert res.returncode == 2
-    assert "prompt 2 has 126 tokens; at most 122 fit (6 new tokens in the model's 128 positions)" in res.stderr  # BOS + 125
+    # BOS + 125 words
+    assert "prompt 2 has 126 tokens; at most 122 fit (6 new tokens in the model's 128 positions)" in res.stderr
     assert not (tmp_path / "o").exists()

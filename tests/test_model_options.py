@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import uniarm_jax
-from uniarm_jax.model import Llama
+from uniarm_jax.model.llama import Llama
 
 
 def loss_and_grads(cfg, params, ids):

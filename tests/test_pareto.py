@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.pareto import hypervolume, mean_inner_product, non_dominated, simplex_grid
+from uniarm_jax.eval.pareto import hypervolume, mean_inner_product, non_dominated, simplex_grid
 
 
 def brute_force_hv(points, reference):

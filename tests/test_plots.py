@@ -9,8 +9,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.pareto import non_dominated, simplex_grid
-from uniarm_jax.plots import _draw, pareto_plots
+from uniarm_jax.eval.pareto import non_dominated, simplex_grid
+from uniarm_jax.eval.plots import _draw, pareto_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -78,7 +78,8 @@ def test_projection_uses_its_own_pair():
 
 
 @pytest.mark.parametrize("fronts, objectives, base, message", [
-    ({"m": {"prefs": np.full((2, 4), 0.25), "scores": np.zeros((2, 4))}}, list("abcd"), None, r"2 or 3 objectives; got 4"),
+    ({"m": {"prefs": np.full((2, 4), 0.25), "scores": np.zeros((2, 4))}}, list("abcd"), None,
+     r"2 or 3 objectives; got 4"),
     (two_methods(), ["a", "b", "c"], None, r"scores of shape \(5, 2\) do not match \[M >= 1, 3\]"),
     ({"m": {"prefs": np.full((3, 2), 0.5), "scores": np.zeros((4, 2))}}, ["a", "b"], None,
      r"prefs of shape \(3, 2\) and scores of shape \(4, 2\) do not match"),

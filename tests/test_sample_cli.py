@@ -6,13 +6,14 @@ import shutil
 import pytest
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter, save_adapter
-from uniarm_jax.decode import guided_generate
+from tests.cli_runner import run_uniarm
 from tests.synthetic import vocabulary
 from tests.test_adapters import randomise
-from tests.cli_runner import run_uniarm
 from tests.tiny_models import make_tiny_word_llama
+from uniarm_jax.decode.rollout import guided_generate
+from uniarm_jax.hf.adapter_files import save_adapter
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,18 @@ import safetensors.torch
 import torch
 import transformers
 
-from uniarm_jax.errors import CheckpointError, ConfigError
-from uniarm_jax.scoring import (Scorer, ScoringError, brevity, informativeness, make_scorer, make_scorers,
-                                score_responses, tone)
 from tests.tiny_models import TINY, make_word_tokenizer
+from uniarm_jax.errors import CheckpointError, ConfigError
+from uniarm_jax.eval.scoring import (
+    Scorer,
+    ScoringError,
+    brevity,
+    informativeness,
+    make_scorer,
+    make_scorers,
+    score_responses,
+    tone,
+)
 
 WORDS = "how do i bake bread cook rice answer you need flour water salt heat it slowly sure great thanks bad".split()
 PROMPTS = ["how do i bake bread", "how do i cook rice", "how"]

@@ -6,7 +6,7 @@ import pytest
 
 import uniarm_jax
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.sharding import make_mesh
+from uniarm_jax.model.sharding import make_mesh
 
 
 def test_sharded_forward_equals_unsharded(tiny_dir):

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import uniarm_jax
-from uniarm_jax.decode import generate_ids
+from uniarm_jax.decode.generate import generate_ids
 
 PROMPTS = ["What is the capital of France?", "Write a short poem about autumn leaves.",
            "Explain why the sky is blue in one sentence."]

@@ -15,7 +15,7 @@ import pytest
 
 from tests.synthetic import vocabulary, write_pairs
 from tests.tiny_models import make_tiny_word_llama
-from uniarm_jax.safetensors_io import SafetensorsFile
+from uniarm_jax.hf.safetensors import SafetensorsFile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,7 @@ def overrides(task, out_dir, **extra):
 
 
 def uniarm_train(args, env=None, wait=True):
-    cmd = [sys.executable, "-m", "uniarm_jax.cli", "train", os.path.join(REPO, "configs", "small_cpu_uniarm.yaml"), *args]
+    cmd = [sys.executable, "-m", "uniarm_jax.commands.main", "train", os.path.join(REPO, "configs", "small_cpu_uniarm.yaml"), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})}, cwd=REPO)
     if not wait:

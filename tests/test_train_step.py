@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import uniarm_jax
-from uniarm_jax.adapters import AdapterConfig
-from uniarm_jax.arm import init_adapter
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.losses import ObjectiveConfig
-from uniarm_jax.sharding import make_mesh, param_shardings
-from uniarm_jax.train_step import ArmSteps, check_batch_fits, init_state, make_optimizer
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.arm import init_adapter
+from uniarm_jax.model.sharding import make_mesh, param_shardings
+from uniarm_jax.train.losses import ObjectiveConfig
+from uniarm_jax.train.step import ArmSteps, check_batch_fits, init_state, make_optimizer
 
 
 def pair_batch(b=8, length=12, k=2, seed=0):

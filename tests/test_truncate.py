@@ -9,11 +9,11 @@ import torch
 import transformers
 
 import uniarm_jax
-from uniarm_jax.errors import ConfigError
-from uniarm_jax.pretrained import truncate_layers
-from tests.synthetic import vocabulary
 from tests.cli_runner import run_uniarm as uniarm
+from tests.synthetic import vocabulary
 from tests.tiny_models import make_tiny_llama, make_tiny_word_llama
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.handle import truncate_layers
 
 LAYERS = 4
 

@@ -1,0 +1,1 @@
+"""The `uniarm` command line: argument parsing and each command's glue over the library."""

@@ -1,0 +1,53 @@
+"""Commands of the evaluation: `uniarm evaluate` (Pareto fronts from a config) and `uniarm make-data`
+(the small-scale task's preference pairs)."""
+
+from __future__ import annotations
+
+from uniarm_jax import defaults
+from uniarm_jax.commands import options
+from uniarm_jax.errors import ConfigError
+
+
+def evaluate(args) -> None:
+    from uniarm_jax.eval.evaluate import evaluate as run_evaluation
+    from uniarm_jax.eval.evaluate import load_eval_config
+
+    run_evaluation(load_eval_config(args.config, args.overrides))
+
+
+def make_data(args) -> None:
+    from uniarm_jax.eval.make_data import make_data as make_pairs
+
+    try:
+        splits = tuple(float(v) for v in args.splits.split(","))
+    except ValueError:
+        splits = ()
+    if len(splits) != 3:
+        raise ConfigError(f"--splits {args.splits!r} needs three fractions train,dev,test, e.g. 0.8,0.05,0.15")
+    make_pairs(args.base, args.out, prompts_file=args.prompts, objectives=tuple(args.objectives.split(",")),
+               limit=args.limit, splits=splits, max_new_tokens=args.max_new_tokens, sampler=options.sampler(args),
+               seed=args.seed, template=args.template, batch_size=args.batch_size, dtype=args.dtype)
+
+
+def register(sub) -> None:
+    from uniarm_jax.eval.make_data import PAIR_SAMPLER, PROMPTS
+
+    p = sub.add_parser("evaluate", help="Pareto-front evaluation of ARMs over a preference grid: "
+                       "uniarm evaluate CONFIG.yaml [key=value ...]")
+    p.add_argument("config", help="YAML evaluation config (see configs/small_task/eval_*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. limit=10 out_dir=results/try")
+    p.set_defaults(func=evaluate)
+
+    p = sub.add_parser("make-data", help="preference pairs of the small-scale task: two base samples per prompt, "
+                       "labelled by offline objectives, split train/dev/test")
+    p.add_argument("--base", required=True, help="Hugging Face directory of the model that samples the responses")
+    p.add_argument("--out", required=True, help="directory for train/dev/test/all.jsonl and summary.json")
+    p.add_argument("--prompts", default=PROMPTS, help='JSON lines {"prompt": ...} (default: the project\'s)')
+    p.add_argument("--objectives", default="brevity,informativeness,tone",
+                   help="comma-separated built-in scorers: brevity, informativeness, tone")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--splits", default="0.8,0.05,0.15", help="train,dev,test fractions")
+    options.add_generation(p, max_new_tokens=defaults.SMALL_TASK_NEW_TOKENS, temperature=PAIR_SAMPLER.temperature,
+                           top_p=PAIR_SAMPLER.top_p, top_k=False)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=make_data)

@@ -1,0 +1,1 @@
+"""Preference data: files in three schemas, templates, tokenisation, batches; prompt files."""

@@ -1,0 +1,178 @@
+"""Guided decoding: the frozen base and its ARM(s) score every next token; the scores are combined under
+the preference vector α and one token is chosen. The whole rollout is one compiled function.
+
+    log π_dec(v) = w_base · log_softmax(base)[v] + Σ_i w_i · log_softmax(arm_i)[v]   (− log Z)
+
+- GenARM: k plain ARMs (LoRA or full fine-tunes), `w_i = arm_weight_i · α_i`.
+- PARM / UniARM: one preference-conditioned ARM run under the row's α, `w = arm_weight` (default 1).
+- base only: no guides; ARM only: `base_weight = 0`.
+An ARM's logits are cut to the base vocabulary (Alpaca's 32001 tokens vs Llama's 32000).
+
+The loop: prefill the base and every ARM on the left-padded prompt batch, then a `lax.while_loop` that
+stops as soon as every row has emitted EOS (or after `max_new_tokens`), its carry holding the tokens,
+done flags, rng and every model's KV cache. The caches are created inside the compiled function and
+updated in place, never copied back to the host. α, weights, prompts and the seed are arguments: a
+change of preference or of prompt within a length bucket never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uniarm_jax.data.batches import bucket_length
+from uniarm_jax.decode.sampling import Sampler, choose_token, combine_logprobs
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.adapters import checked_pref
+from uniarm_jax.model.config import LlamaConfig
+from uniarm_jax.model.llama import Llama, init_cache
+from uniarm_jax.model.preferences import check_pref
+
+
+def left_pad(sequences: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """`[batch, length]` token ids and attention mask, each row right-aligned."""
+    ids = np.full((len(sequences), length), pad_id, np.int32)
+    mask = np.zeros((len(sequences), length), np.int32)
+    for row, seq in enumerate(sequences):
+        if len(seq) > length:
+            raise ValueError(f"prompt {row} has {len(seq)} tokens; the bucket holds {length}")
+        if seq:
+            ids[row, length - len(seq):] = seq
+            mask[row, length - len(seq):] = 1
+    return ids, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about a rollout (one compilation per plan and input shape)."""
+
+    base: LlamaConfig
+    guides: tuple  # ((LlamaConfig, AdapterConfig | None), ...)
+    sampler: Sampler
+    max_new_tokens: int
+    eos_ids: tuple
+    pad_id: int
+    base_weight: float
+
+
+def _step(model, variables, cache, tokens, mask, pref):
+    logits, state = model.apply({**variables, "cache": cache}, tokens, mask, pref, last_only=True, mutable=["cache"])
+    return logits[:, -1], state["cache"]
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _rollout(base_params, guide_variables, ids, mask, pref, weights, rng, *, plan: _Plan):
+    batch, prompt_len = ids.shape
+    total = prompt_len + plan.max_new_tokens
+    base = Llama(plan.base)
+    guides = [Llama(cfg, acfg) for cfg, acfg in plan.guides]
+    prefs = [pref if acfg is not None and acfg.takes_pref else None for _, acfg in plan.guides]
+
+    base_last, base_cache = _step(base, {"params": base_params}, init_cache(plan.base, batch, total), ids, mask, None)
+    arm_last, arm_caches = [], []
+    for model, (cfg, _), variables, p in zip(guides, plan.guides, guide_variables, prefs):
+        last, cache = _step(model, variables, init_cache(cfg, batch, total), ids, mask, p)
+        arm_last.append(last)
+        arm_caches.append(cache)
+    eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
+    ones = jnp.ones((batch, 1), jnp.int32)
+
+    def cond(carry):
+        return (carry["i"] < plan.max_new_tokens) & ~jnp.all(carry["done"])
+
+    def body(carry):
+        rng, key = jax.random.split(carry["rng"])
+        logp = combine_logprobs(carry["base_last"], tuple(carry["arm_last"]), weights, plan.base_weight)
+        token = jnp.where(carry["done"], plan.pad_id, choose_token(logp, key, plan.sampler))
+        tokens = jax.lax.dynamic_update_slice(carry["tokens"], token[:, None], (0, carry["i"]))
+        base_last, base_cache = _step(base, {"params": base_params}, carry["base_cache"], token[:, None], ones, None)
+        arm_last, arm_caches = [], []
+        for model, variables, cache, p in zip(guides, guide_variables, carry["arm_caches"], prefs):
+            last, cache = _step(model, variables, cache, token[:, None], ones, p)
+            arm_last.append(last)
+            arm_caches.append(cache)
+        return {"i": carry["i"] + 1, "tokens": tokens, "done": carry["done"] | jnp.isin(token, eos), "rng": rng,
+                "base_last": base_last, "base_cache": base_cache, "arm_last": arm_last, "arm_caches": arm_caches}
+
+    carry = {"i": jnp.zeros((), jnp.int32), "tokens": jnp.full((batch, plan.max_new_tokens), plan.pad_id, jnp.int32),
+             "done": jnp.zeros((batch,), bool), "rng": rng, "base_last": base_last, "base_cache": base_cache,
+             "arm_last": arm_last, "arm_caches": arm_caches}
+    carry = jax.lax.while_loop(cond, body, carry)
+    return carry["tokens"], carry["i"]
+
+
+def conditioned_arms(guides: list) -> list:
+    """The guides that take α as an input (PBLoRA, MoSLoRA ARMs)."""
+    return [g for g in guides if g.adapter_config is not None and g.adapter_config.takes_pref]
+
+
+def num_objectives(guides: list) -> int:
+    """k as the guides define it: a conditioned ARM's own k, else one plain ARM per objective (GenARM)."""
+    conditioned = conditioned_arms(guides)
+    return conditioned[0].adapter_config.num_objectives if conditioned else len(guides)
+
+
+def guide_weights(guides: list, pref: np.ndarray | None, arm_weights, batch: int) -> np.ndarray:
+    """`[batch, n_guides]`: `arm_weight_i · α_i` for GenARM's plain ARMs (one per objective),
+    `arm_weight_i` for a preference-conditioned ARM (α goes into the ARM instead)."""
+    n = len(guides)
+    arm_weights = np.ones(n, np.float32) if arm_weights is None else np.asarray(arm_weights, np.float32)
+    if arm_weights.shape != (n,):
+        raise ConfigError(f"{arm_weights.size} ARM weights for {n} ARMs; give one weight per ARM")
+    weights = np.tile(arm_weights, (batch, 1))
+    if pref is not None and n and not conditioned_arms(guides):
+        weights = weights * pref  # pref was checked to have one weight per plain ARM
+    return weights.astype(np.float32)
+
+
+def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
+                    arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
+                    pad_id: int | None = None, bucket: int = 32) -> tuple[list[list[int]], int]:
+    """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
+    run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
+    prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""
+    cfg = base.config
+    if not prompts:
+        raise ConfigError("no prompts to generate from")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
+    batch = len(prompts)
+    for g in guides:
+        if g.config.vocab_size < cfg.vocab_size:
+            raise ConfigError(f"an ARM has {g.config.vocab_size} tokens, fewer than the base's {cfg.vocab_size}; "
+                              "the ARM must share the base's tokenizer")
+    conditioned = conditioned_arms(guides)
+    if conditioned:
+        ks = {g.adapter_config.num_objectives for g in conditioned}
+        if len(ks) > 1:
+            raise ConfigError(f"preference-conditioned ARMs disagree on the number of objectives: {sorted(ks)}")
+        pref_rows = checked_pref(conditioned[0].adapter_config, pref, batch)
+    else:  # GenARM: α weighs the plain ARMs, one weight each (or no α: every ARM at its arm weight)
+        pref_rows = None if pref is None else check_pref(pref, len(guides), batch)
+    weights = guide_weights(guides, pref_rows, arm_weights, batch)
+    pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+    # prompt lengths round up to a multiple of `bucket`, so nearby lengths share one compilation
+    ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts), bucket, cfg.max_position_embeddings),
+                         pad_id)
+    if ids.shape[1] + max_new_tokens > cfg.max_position_embeddings:
+        raise ConfigError(f"a prompt bucket of {ids.shape[1]} tokens + {max_new_tokens} new tokens exceeds the "
+                          f"base's max_position_embeddings={cfg.max_position_embeddings}")
+
+    plan = _Plan(cfg, tuple((g.config, g.adapter_config) for g in guides), sampler, int(max_new_tokens),
+                 tuple(cfg.eos_token_ids), int(pad_id), float(base_weight))
+    guide_variables = tuple({"params": g.params} if g.adapter is None else {"params": g.params, "adapter": g.adapter}
+                            for g in guides)
+    tokens, steps = _rollout(base.params, guide_variables, jnp.asarray(ids), jnp.asarray(mask),
+                             None if pref_rows is None else jnp.asarray(pref_rows), jnp.asarray(weights),
+                             jax.random.key(seed), plan=plan)
+    out = []
+    for row in np.asarray(tokens).tolist():
+        ends = [i for i, t in enumerate(row) if t in cfg.eos_token_ids]
+        out.append(row[: ends[0] + 1] if ends else row[: int(steps)])
+    return out, int(steps)
+
+

@@ -1,0 +1,1 @@
+"""Evaluation: scorers, Pareto metrics, plots, reports, and the small-scale task's data."""

@@ -1,0 +1,78 @@
+"""A scorer from its config dict (`kind`, `name`, `sign`, and the kind's own keys)."""
+
+from __future__ import annotations
+
+import os
+
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.eval.scoring.checks import Scorer
+from uniarm_jax.eval.scoring.hf_classifier import HFClassifierScorer
+from uniarm_jax.eval.scoring.llama_score import LlamaScoreScorer
+from uniarm_jax.eval.scoring.programmatic import BUILTINS, ProgrammaticScorer, import_function
+
+_COMMON = ("kind", "name", "sign")
+
+
+_MODEL_KEYS = ("path", "tokenizer", "label_index", "format", "batch_size", "max_length")
+
+
+_KEYS = {
+    "programmatic": _COMMON + ("function", "args"),
+    "hf_classifier": _COMMON + _MODEL_KEYS,
+    "llama_score": _COMMON + _MODEL_KEYS + ("head", "dtype", "padding_side"),
+}
+
+
+KINDS = tuple(_KEYS)
+
+
+def make_scorer(spec: dict, mesh=None) -> Scorer:
+    """A scorer from its config dict (see the module docstring); `mesh` shards a `llama_score` model."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"a scorer spec must be a mapping; got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in _KEYS:
+        raise ConfigError(f"scorer kind={kind!r} is not one of {KINDS}")
+    unknown = sorted(set(spec) - set(_KEYS[kind]))
+    if unknown:
+        raise ConfigError(f"{kind} scorer: unknown key {unknown[0]!r}; expected some of {_KEYS[kind]}")
+    sign = spec.get("sign", 1)
+    if sign not in (1, -1):
+        raise ConfigError(f"{kind} scorer: sign={sign!r}; expected 1 or -1 (-1 turns a cost into a reward)")
+    opts = {k: v for k, v in spec.items() if k not in ("kind", "name")}
+    for key in ("batch_size", "max_length"):
+        if key in opts and not (isinstance(opts[key], int) and opts[key] >= 1):
+            raise ConfigError(f"{kind} scorer: {key}={opts[key]!r}; expected a positive integer")
+    if "format" in opts and (not isinstance(opts["format"], str) or "{response}" not in opts["format"]):
+        raise ConfigError(f"{kind} scorer: format={opts.get('format')!r}; expected a string holding {{response}}")
+
+    if kind == "programmatic":
+        function = spec.get("function")
+        if not isinstance(function, str):
+            raise ConfigError(f"programmatic scorer: function={function!r}; expected one of {tuple(BUILTINS)} "
+                              "or 'module:function'")
+        name = spec.get("name") or function.rpartition(":")[2]
+        fn = BUILTINS[function] if function in BUILTINS else import_function(function, name)
+        args = spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"programmatic scorer {name!r}: args={args!r}; expected a mapping of keyword arguments")
+        return ProgrammaticScorer(name, fn, args, sign)
+
+    path = spec.get("path")
+    if not isinstance(path, str):
+        raise ConfigError(f"{kind} scorer: path={path!r}; expected a local model directory")
+    name = spec.get("name") or os.path.basename(os.path.normpath(path))
+    opts.pop("path")
+    if kind == "hf_classifier":
+        return HFClassifierScorer(name, path, **opts)
+    return LlamaScoreScorer(name, path, mesh=mesh, **opts)
+
+
+def make_scorers(specs, mesh=None) -> list[Scorer]:
+    """One scorer per objective, in order; objective names must be distinct."""
+    scorers = [make_scorer(s, mesh) for s in specs]
+    names = [s.name for s in scorers]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"objective name {dup!r} is given to more than one scorer; expected distinct names")
+    return scorers

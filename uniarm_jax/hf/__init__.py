@@ -1,0 +1,1 @@
+"""Hugging Face files in and out: safetensors, checkpoints, adapter directories, PEFT, SmolLM2."""

@@ -1,0 +1,284 @@
+"""Flax Linen Llama: embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+
+Variable collections (docs/design.md): `params` holds the frozen base weights, `cache` the KV cache.
+Decoder layers are stacked with `nn.scan`, so every per-layer weight has a leading `layers` axis and
+the compile time does not grow with depth (30 layers for SmolLM2, 80 for a 70B model).
+
+Padding and positions. Batches are left-padded; `attention_mask` marks real tokens. A token's RoPE
+position is the number of real tokens before it in its row, so a left-padded row computes exactly what
+the same row would without padding. The cache remembers, per row, which slots hold real tokens and how
+many real tokens it has seen, so a prefill of a left-padded batch followed by one-token decode steps
+reproduces the full forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uniarm_jax.model import adapters
+from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.config import LlamaConfig
+
+# A finite "minus infinity": a row whose keys are all masked (a padding query) softmaxes to a
+# uniform distribution instead of NaN.
+MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
+    """Inverse frequencies of split-halves RoPE, with HF's none / linear / llama3 scaling (float32)."""
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    scaling = cfg.rope_scaling
+    if scaling is None:
+        pass
+    elif scaling["rope_type"] == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif scaling["rope_type"] == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = np.where(medium, smoothed, scaled)
+    return inv_freq.astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """x: [batch, length, heads, head_dim]; positions: [batch, length]. Rotation in float32."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [b, l, d/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x.dtype)
+
+
+def _frozen(weight, frozen: bool):
+    """Base weights under an adapter are constants: no gradient flows into them (or is computed)."""
+    return jax.lax.stop_gradient(weight) if frozen else weight
+
+
+class RMSNorm(nn.Module):
+    cfg: LlamaConfig
+    frozen: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), jnp.dtype(self.cfg.param_dtype))
+        weight = _frozen(weight, self.frozen)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
+        dtype = jnp.dtype(self.cfg.dtype)
+        return weight.astype(dtype) * x32.astype(dtype)
+
+
+class Embedding(nn.Module):
+    """The token embedding table `[vocab, embed]` (also the output head when embeddings are tied)."""
+
+    cfg: LlamaConfig
+
+    @nn.compact
+    def __call__(self):
+        return self.param("embedding", nn.initializers.normal(0.02), (self.cfg.vocab_size, self.cfg.hidden_size),
+                          jnp.dtype(self.cfg.param_dtype))
+
+
+class Linear(nn.Module):
+    """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
+
+    If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
+    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
+    shift at a fixed α); the Llama itself has none.
+    """
+
+    features: int
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
+    frozen: bool = False
+
+    @nn.compact
+    def __call__(self, x, pref=None):
+        d_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(0.02), (d_in, self.features),
+                            jnp.dtype(self.cfg.param_dtype))
+        kernel = _frozen(kernel, self.frozen)
+        dtype = jnp.dtype(self.cfg.dtype)
+        x = x.astype(dtype)
+        y = jnp.dot(x, kernel.astype(dtype))
+        if self.has_variable("params", "bias"):
+            y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
+        acfg = self.adapter
+        if acfg is not None and self.name in acfg.targets:
+            weights = self.variable("adapter", acfg.kind,
+                                    lambda: adapters.init(self.make_rng("adapter"), d_in, self.features, acfg))
+            rng = None if self.deterministic or acfg.dropout == 0 else self.make_rng("dropout")
+            y = y + adapters.apply(weights.value, x, pref, acfg, rng).astype(dtype)
+        return y
+
+
+class Attention(nn.Module):
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_index, pref):
+        cfg = self.cfg
+        b, length, _ = x.shape
+        h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
+        k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
+        v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
+        inv_freq = rope_inv_freq(cfg)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+
+        if self.has_variable("cache", "k"):
+            # Decode mode: write this chunk at slot `cache_index`, attend over the whole cache.
+            k_cache = self.variable("cache", "k", lambda: None)
+            v_cache = self.variable("cache", "v", lambda: None)
+            k_cache.value = jax.lax.dynamic_update_slice(
+                k_cache.value, k.astype(k_cache.value.dtype), (0, cache_index, 0, 0))
+            v_cache.value = jax.lax.dynamic_update_slice(
+                v_cache.value, v.astype(v_cache.value.dtype), (0, cache_index, 0, 0))
+            k, v = k_cache.value, v_cache.value
+
+        # Grouped-query attention without repeating k/v: queries grouped per kv head.
+        q = q.reshape(b, length, kv, h // kv, d)
+        scores = jnp.einsum("blkgd,bskd->bkgls", q, k.astype(q.dtype),
+                            preferred_element_type=jnp.float32) * (d ** -0.5)
+        scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h * d)
+        return proj(cfg.hidden_size, name="o_proj")(out, pref)
+
+
+class MLP(nn.Module):
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, pref):
+        cfg = self.cfg
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        gate = proj(cfg.intermediate_size, name="gate_proj")(x, pref)
+        up = proj(cfg.intermediate_size, name="up_proj")(x, pref)
+        return proj(cfg.hidden_size, name="down_proj")(nn.silu(gate) * up, pref)
+
+
+class DecoderLayer(nn.Module):
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_index, pref):
+        cfg, acfg, det = self.cfg, self.adapter, self.deterministic
+        frozen = acfg is not None
+        x = x + Attention(cfg, acfg, det, name="self_attn")(
+            RMSNorm(cfg, frozen, name="input_layernorm")(x), positions, mask, cache_index, pref)
+        x = x + MLP(cfg, acfg, det, name="mlp")(RMSNorm(cfg, frozen, name="post_attention_layernorm")(x), pref)
+        return x, None
+
+
+class Llama(nn.Module):
+    """The causal LM. `__call__` returns float32 logits `[batch, length, vocab]`.
+
+    Without a `cache` collection it is the full forward. With one (see `init_cache`), it appends the
+    chunk to the cache: call it once with the left-padded prompt (prefill), then with one token per row.
+    With an `adapter` config, the targeted projections add that adapter's delta under the per-example
+    preference vectors `pref` `[batch, k]` (a call argument, so one compiled graph serves every α).
+    `deterministic=False` turns on adapter dropout (rng stream "dropout"); `last_only` returns only the
+    last position's logits `[batch, 1, vocab]`.
+    """
+
+    cfg: LlamaConfig
+    adapter: AdapterConfig | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True, last_only=False):
+        cfg = self.cfg
+        b, length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, length), jnp.int32)
+        attention_mask = attention_mask.astype(jnp.int32)
+        steps = jnp.cumsum(attention_mask, axis=-1) - 1  # real tokens before each one, per row
+
+        if self.has_variable("cache", "index"):
+            index = self.variable("cache", "index", lambda: None)
+            valid = self.variable("cache", "valid", lambda: None)
+            seen = self.variable("cache", "seen", lambda: None)
+            cache_index = index.value
+            valid.value = jax.lax.dynamic_update_slice(
+                valid.value, attention_mask.astype(valid.value.dtype), (0, cache_index))
+            positions = seen.value[:, None] + steps
+            slots = jnp.arange(valid.value.shape[1])
+            query_slots = cache_index + jnp.arange(length)
+            mask = valid.value[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
+            index.value = cache_index + length
+            seen.value = seen.value + attention_mask.sum(-1)
+        else:
+            cache_index = 0
+            positions = steps
+            causal = jnp.tril(jnp.ones((length, length), bool))
+            mask = causal[None] & attention_mask[:, None, :].astype(bool)
+        positions = jnp.maximum(positions, 0)
+
+        frozen = self.adapter is not None
+        dtype = jnp.dtype(cfg.dtype)
+        embedding = _frozen(Embedding(cfg, name="embed_tokens")(), frozen).astype(dtype)
+        x = jnp.take(embedding, input_ids, axis=0)
+
+        layer = DecoderLayer
+        if cfg.remat:
+            layer = nn.remat(layer, prevent_cse=False)
+        stack = nn.scan(layer, variable_axes={"params": 0, "cache": 0, "adapter": 0},
+                        split_rngs={"params": True, "adapter": True, "dropout": True},
+                        in_axes=(nn.broadcast,) * 4, length=cfg.num_hidden_layers)
+        x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, cache_index, pref)
+        x = RMSNorm(cfg, frozen, name="norm")(x)
+        if last_only:  # decoding needs only the next token's logits: skip the vocabulary matmul elsewhere
+            x = x[:, -1:]
+        if cfg.tie_word_embeddings:
+            logits = jnp.dot(x, embedding.T)
+        else:
+            logits = Linear(cfg.vocab_size, cfg, frozen=frozen, name="lm_head")(x)
+        return logits.astype(jnp.float32)
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
+    """An empty KV cache for `batch` rows of up to `max_len` tokens (prompt + generated)."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+    return {
+        "index": jnp.zeros((), jnp.int32),            # next slot to write (shared by all rows)
+        "valid": jnp.zeros((batch, max_len), jnp.int8),  # which slots hold real tokens, per row
+        "seen": jnp.zeros((batch,), jnp.int32),        # real tokens so far, per row (next position)
+        "layers": {"self_attn": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}},
+    }
+
+
+def param_shapes(cfg: LlamaConfig) -> dict:
+    """The parameter tree as `jax.ShapeDtypeStruct`s, without allocating any weight."""
+    model = Llama(cfg)
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    return jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
+
+
+def count_params(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

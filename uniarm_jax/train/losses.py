@@ -1,0 +1,195 @@
+"""ARM objectives: response log-probs and the GenARM, PARM and UniARM losses (docs/methods.md §1-3).
+
+Every loss is written against a `logprob_fn(input_ids, attention_mask, loss_mask, pref) -> [N]` that
+returns the summed response log-prob of each row, so the objectives know nothing of the model and the
+tests can check them against numpy on the same log-probs. A batch holds preference pairs:
+
+    input_ids, attention_mask, loss_mask   [B, 2, L]  int32   (response_0 and response_1 of each prompt)
+    labels                                  [B, k]     int32   index of the preferred response per objective
+    scores                                  [B, 2, k]  float32 per-objective scores, NaN where absent
+
+Choices of this project (docs/methods.md leaves them open), each switchable in `ObjectiveConfig`:
+- UniARM's global term draws one α per *example* (PARM, as its reference code, one per micro-batch).
+- The second UniARM reading ("weighted_vote") uses β_glob = Σ_i α_i β_i for its global term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from uniarm_jax import defaults
+from uniarm_jax.errors import ConfigError
+
+METHODS = ("genarm", "parm", "uniarm")
+READINGS = ("dim_global", "weighted_vote")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """Which objective and its constants. `betas` holds β_i per objective (length k)."""
+
+    method: str = "uniarm"
+    betas: tuple[float, ...] = (defaults.BETA, defaults.BETA)
+    objective: int = 0              # GenARM: which objective this ARM learns
+    concentration: float = 0.5      # Dirichlet(c · 1_k) for the sampled α
+    lambda_dim: float = 1.0         # UniARM weights of the per-dimension and global terms
+    lambda_glob: float = 1.0
+    reading: str = "dim_global"     # UniARM: "dim_global" (default, docs/results.md) or "weighted_vote"
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.method not in METHODS:
+            raise ConfigError(f"objective method {self.method!r} is not one of {METHODS}")
+        if self.reading not in READINGS:
+            raise ConfigError(f"UniARM loss reading {self.reading!r} is not one of {READINGS}")
+        if not self.betas or any(b <= 0 for b in self.betas):
+            raise ConfigError(f"betas {list(self.betas)} must be positive, one per objective")
+        if not 0 <= self.objective < len(self.betas):
+            raise ConfigError(f"objective index {self.objective} is outside the {len(self.betas)} objectives")
+        if self.concentration <= 0:
+            raise ConfigError(f"Dirichlet concentration must be positive; got {self.concentration}")
+
+    @property
+    def num_objectives(self) -> int:
+        return len(self.betas)
+
+
+# ------------------------------------------------------------------------------------- log-probs
+
+def token_logprobs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
+    """`[N, L-1]` float32: log p(token t | tokens < t) for t = 1..L-1."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, input_ids[:, 1:, None], axis=-1)[..., 0]
+
+
+def response_logprobs(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> jax.Array:
+    """`[N]`: the sum (not the mean) of the response tokens' log-probs; prompt and padding masked."""
+    return jnp.sum(token_logprobs(logits, input_ids) * loss_mask[:, 1:].astype(jnp.float32), axis=-1)
+
+
+def model_logprob_fn(model, variables: dict, deterministic: bool = True, dropout_rng=None):
+    """A `logprob_fn` running a Flax Llama (with or without adapter) over flattened rows."""
+    rngs = None if deterministic else {"dropout": dropout_rng}
+
+    def logprob_fn(input_ids, attention_mask, loss_mask, pref):
+        logits = model.apply(variables, input_ids, attention_mask, pref, deterministic, rngs=rngs)
+        return response_logprobs(logits, input_ids, loss_mask)
+    return logprob_fn
+
+
+def pair_logprobs(logprob_fn, batch: dict, prefs: jax.Array | None) -> jax.Array:
+    """Log-probs `[C, B, 2]` of both responses under C stacked conditionings `prefs [C, B, k]` (one
+    forward for all of them), or `[1, B, 2]` without preferences."""
+    b, _, length = batch["input_ids"].shape
+    copies = 1 if prefs is None else prefs.shape[0]
+
+    def rows(x):
+        return jnp.broadcast_to(x[None], (copies,) + x.shape).reshape(copies * b * 2, length)
+
+    pref_rows = None
+    if prefs is not None:
+        pref_rows = jnp.broadcast_to(prefs[:, :, None, :], (copies, b, 2, prefs.shape[-1])).reshape(copies * b * 2, -1)
+    lp = logprob_fn(rows(batch["input_ids"]), rows(batch["attention_mask"]), rows(batch["loss_mask"]), pref_rows)
+    return lp.reshape(copies, b, 2)
+
+
+# ----------------------------------------------------------------------------------- the pieces
+
+def preferred_margins(lp: jax.Array, labels: jax.Array) -> jax.Array:
+    """`[B, k]`: ℓ_{w_i} − ℓ_{1−w_i}, the preferred minus the other response's log-prob, per objective."""
+    diff = lp[:, 0] - lp[:, 1]
+    return jnp.where(labels == 0, diff[:, None], -diff[:, None])
+
+
+def bradley_terry(margin: jax.Array, beta) -> jax.Array:
+    """−log σ(β · margin), elementwise."""
+    return -jax.nn.log_sigmoid(beta * margin)
+
+
+def sample_dirichlet(rng, concentration: float, k: int, shape=()) -> jax.Array:
+    return jax.random.dirichlet(rng, jnp.full((k,), concentration, jnp.float32), shape)
+
+
+def _metrics(margins: jax.Array, betas: jax.Array) -> dict:
+    """Implied-reward accuracy and margin β_i (ℓ_w − ℓ_l) per objective, `[k]` each."""
+    return {"accuracy": jnp.mean(margins > 0, axis=0), "margin": jnp.mean(betas * margins, axis=0)}
+
+
+# --------------------------------------------------------------------------------- the objectives
+
+def genarm_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
+    """GenARM: one ARM per objective, Bradley–Terry on its labels, DPO without a reference model."""
+    del rng
+    betas = jnp.asarray(cfg.betas)
+    margins = preferred_margins(pair_logprobs(logprob_fn, batch, None)[0], batch["labels"])
+    loss = jnp.mean(bradley_terry(margins[:, cfg.objective], betas[cfg.objective]))
+    return loss, _metrics(margins, betas)
+
+
+def parm_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
+    """PARM: one α ~ Dirichlet per micro-batch, both responses under α, total Σ_i α_i L_i(α)."""
+    b, k = batch["labels"].shape
+    betas = jnp.asarray(cfg.betas)
+    alpha = sample_dirichlet(rng, cfg.concentration, k)
+    lp = pair_logprobs(logprob_fn, batch, jnp.broadcast_to(alpha, (1, b, k)))[0]
+    margins = preferred_margins(lp, batch["labels"])
+    per_objective = jnp.mean(bradley_terry(margins, betas), axis=0)  # L_i(α), [k]
+    return jnp.sum(alpha * per_objective), _metrics(margins, betas)
+
+
+def uniarm_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
+    """UniARM, this project's formulation (docs/methods.md §3), in one of two readings.
+
+    dim_global:    L_dim = (1/k) Σ_i L_i(e_i);  L_glob = Σ_i α_i L_i(α),  α ~ Dirichlet per example.
+                   The k one-hot conditionings and α stack into one forward of (k+1)·2B rows.
+    weighted_vote: per-dimension Σ_i α_i L_i(α); global Bradley–Terry whose winner has the larger
+                   α-weighted score (scores where the row has them all, else the α-weighted vote of
+                   the labels; ties dropped), with β = Σ_i α_i β_i. One forward of 2B rows.
+    """
+    b, k = batch["labels"].shape
+    betas = jnp.asarray(cfg.betas)
+    alpha = sample_dirichlet(rng, cfg.concentration, k, (b,))  # [B, k]
+
+    if cfg.reading == "dim_global":
+        onehots = jnp.broadcast_to(jnp.eye(k)[:, None, :], (k, b, k))
+        lp = pair_logprobs(logprob_fn, batch, jnp.concatenate([onehots, alpha[None]], axis=0))
+        margins_dim = jax.vmap(preferred_margins, in_axes=(0, None))(lp[:k], batch["labels"])  # [k, B, k]
+        own = jnp.stack([margins_dim[i, :, i] for i in range(k)], axis=-1)                   # [B, k]
+        l_dim = jnp.mean(bradley_terry(own, betas))
+        margins = preferred_margins(lp[k], batch["labels"])
+        l_glob = jnp.mean(jnp.sum(alpha * bradley_terry(margins, betas), axis=-1))
+        loss = cfg.lambda_dim * l_dim + cfg.lambda_glob * l_glob
+        return loss, _metrics(own, betas) | {"loss_dim": l_dim, "loss_glob": l_glob}
+
+    lp = pair_logprobs(logprob_fn, batch, alpha[None])[0]
+    margins = preferred_margins(lp, batch["labels"])
+    l_dim = jnp.mean(jnp.sum(alpha * bradley_terry(margins, betas), axis=-1))
+    winner, keep = weighted_winner(batch["labels"], batch["scores"], alpha)
+    diff = lp[:, 0] - lp[:, 1]
+    margin_glob = jnp.where(winner == 0, diff, -diff)
+    beta_glob = alpha @ betas
+    l_glob = jnp.sum(keep * bradley_terry(margin_glob, beta_glob)) / jnp.maximum(jnp.sum(keep), 1.0)
+    loss = cfg.lambda_dim * l_dim + cfg.lambda_glob * l_glob
+    return loss, _metrics(margins, betas) | {"loss_dim": l_dim, "loss_glob": l_glob}
+
+
+def weighted_winner(labels: jax.Array, scores: jax.Array, alpha: jax.Array):
+    """`(winner [B] int32, keep [B] float32)`: the response with the larger α-weighted score (or vote)."""
+    has_scores = jnp.all(jnp.isfinite(scores), axis=(1, 2))
+    score = jnp.einsum("bjk,bk->bj", jnp.where(jnp.isfinite(scores), scores, 0.0), alpha)
+    votes = jnp.stack([jnp.sum(alpha * (labels == j), axis=-1) for j in (0, 1)], axis=-1)
+    value = jnp.where(has_scores[:, None], score, votes)
+    winner = (value[:, 1] > value[:, 0]).astype(jnp.int32)
+    keep = (value[:, 0] != value[:, 1]).astype(jnp.float32)
+    return winner, keep
+
+
+OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss}
+
+
+def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
+    """`(loss, metrics)` of the configured method."""
+    return OBJECTIVES[cfg.method](logprob_fn, batch, rng, cfg)
