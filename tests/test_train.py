@@ -39,7 +39,8 @@ def overrides(task, out_dir, **extra):
 
 
 def uniarm_train(args, env=None, wait=True):
-    cmd = [sys.executable, "-m", "uniarm_jax.commands.main", "train", os.path.join(REPO, "configs", "small_cpu_uniarm.yaml"), *args]
+    config = os.path.join(REPO, "configs", "small_cpu_uniarm.yaml")
+    cmd = [sys.executable, "-m", "uniarm_jax.commands.main", "train", config, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})}, cwd=REPO)
     if not wait:
@@ -58,18 +59,30 @@ def adapter_arrays(out_dir):
     return {name: f.read(name) for name in f.keys()}
 
 
+# Why these numbers hold on any CPU: a different CPU rounds differently, and training amplifies that
+# like a change of seed, so the setting was chosen on the spread over seeds, not on one machine's run.
+# The former setting (lr 0.05, 40 steps) was chaotic (clipped grad norms up to ~380, loss spikes to 6):
+# over 8 perturbations (run.seed 0-3, data seeds, base-model seeds) the final dev accuracy went as
+# low as 0.766 (fruit, run.seed 0, i.e. this very test on some machines) with loss ratio 0.55.
+# At lr 0.02 for 72 steps (3 epochs) the step is stable (grad norms <= ~11), and over 14 perturbations
+# (run.seed 0-5, four train/dev data seeds, four base-model seeds, two combinations) the worst final
+# dev accuracy was 0.969 per objective (most runs 1.0), so the 0.85 threshold leaves >= 0.1 margin;
+# the worst rise over the untrained base was 0.30 (against 0.2 asserted) and the worst last/first loss
+# ratio 0.37 (against 0.7). The test still fails without learning (lr 0: loss ratio 1.33, accuracy
+# stays the base's 0.69 / 0.25) and with a loss of the wrong sign (lr -0.02: ratio 7.4, 0.67 / 0.03).
 def test_loss_falls_and_dev_accuracy_rises(task, tmp_path):
+    steps = 72
     code, out, err = uniarm_train(overrides(task, tmp_path, **{
-        "optim.max_steps": 40, "optim.learning_rate": 0.05, "run.eval_every": 40, "run.save_every": 40,
+        "optim.max_steps": steps, "optim.learning_rate": 0.02, "run.eval_every": steps, "run.save_every": steps,
         "adapter.targets": "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"}))
     assert code == 0, err
     train, dev = read_metrics(tmp_path, "train"), read_metrics(tmp_path, "dev")
     first, last = np.mean([r["loss"] for r in train[:5]]), np.mean([r["loss"] for r in train[-5:]])
     assert last < 0.7 * first, (first, last)
-    assert dev[0]["step"] == 0 and dev[-1]["step"] == 40
+    assert dev[0]["step"] == 0 and dev[-1]["step"] == steps
     for objective in ("fruit", "berry"):
         before, after = dev[0][f"accuracy/{objective}"], dev[-1][f"accuracy/{objective}"]
-        assert after >= 0.8 and after > before + 0.2, (objective, before, after)
+        assert after >= 0.85 and after > before + 0.2, (objective, before, after)
     assert "dev accuracy/fruit" in out
 
 
