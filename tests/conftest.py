@@ -2,9 +2,12 @@
 parity is checked in float32 at the highest matmul precision."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the `uniarm` command keeps compiled programs in a persistent cache: the suite keeps its own
+os.environ.setdefault("UNIARM_COMPILE_CACHE", tempfile.mkdtemp(prefix="uniarm_compiled_"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

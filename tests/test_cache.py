@@ -7,36 +7,37 @@ import jax.numpy as jnp
 import numpy as np
 
 import uniarm_jax
+from uniarm_jax.decode import engine
 from uniarm_jax.decode.generate import generate_ids
 from uniarm_jax.decode.rollout import left_pad
-from uniarm_jax.model.llama import Llama, init_cache
 
 
 def test_prefill_then_decode_equals_full_forward(tiny_dir):
+    """The engine returns each row's last logits: after the prefill (the prompt's last position) and
+    after every decode step; each must equal the full forward of the row alone at that position."""
     handle = uniarm_jax.load_pretrained(tiny_dir)
-    cfg, model = handle.config, Llama(handle.config)
+    cfg, weights = handle.config, engine.decode_weights(handle)
     rng = np.random.RandomState(0)
     lengths, steps, bucket = [9, 4, 1], 6, 10
     rows = [list(rng.randint(3, 96, n + steps)) for n in lengths]  # prompt + continuation, per row
 
     ids, mask = left_pad([r[:n] for r, n in zip(rows, lengths)], bucket, pad_id=0)
-    cache = init_cache(cfg, len(rows), bucket + steps)
-    step = jax.jit(lambda p, c, i, m: model.apply({"params": p, "cache": c}, i, m, mutable=["cache"]))
-    logits, state = step(handle.params, cache, jnp.asarray(ids), jnp.asarray(mask))
+    step = jax.jit(lambda w, c, i, m: engine.forward(cfg, None, w, c, i, m))
+    logits, cache = step(weights, engine.init_cache(cfg, len(rows), bucket + steps), jnp.asarray(ids),
+                         jnp.asarray(mask))
     cached = [np.asarray(logits)]
     for t in range(steps):
         token = np.array([[r[n + t]] for r, n in zip(rows, lengths)], np.int32)
-        logits, state = step(handle.params, state["cache"], jnp.asarray(token), jnp.ones((3, 1), jnp.int32))
+        logits, cache = step(weights, cache, jnp.asarray(token), jnp.ones((3, 1), jnp.int32))
         cached.append(np.asarray(logits))
-    cached = np.concatenate(cached, axis=1)  # [batch, bucket + steps, vocab]
+    cached = np.stack(cached, axis=1)  # [batch, 1 + steps, vocab]: positions n - 1, ..., n - 1 + steps
 
     for row, (r, n) in enumerate(zip(rows, lengths)):
         full = uniarm_jax.logits(handle, np.array([r]))[0]  # the row alone, unpadded
-        ours = cached[row, bucket - n:]  # its real positions: the prompt, then every decode step
-        diff = np.abs(ours - full).max()
+        diff = np.abs(cached[row] - full[n - 1:n + steps]).max()
         assert diff <= 1e-5, f"row {row} (prompt {n}): cached vs full forward differ by {diff}"
-    assert int(state["cache"]["index"]) == bucket + steps
-    np.testing.assert_array_equal(np.asarray(state["cache"]["seen"]), np.array(lengths) + steps)
+    assert int(cache["index"]) == bucket + steps
+    np.testing.assert_array_equal(np.asarray(cache["seen"]), np.array(lengths) + steps)
 
 
 def naive_greedy(handle, prompt, n, width=32):

@@ -85,3 +85,29 @@ def test_sample_refuses_bad_input_before_compiling(setup, tmp_path):
     json.dump(dict(meta, base_path=str(tmp_path / "deeper")), open(tmp_path / "arm" / "adapter_config.json", "w"))
     res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "arm", "--pref", "1,0", *common)
     assert res.returncode == 2 and "num_hidden_layers=2; this base has num_hidden_layers=3" in res.stderr
+
+
+def test_a_second_run_loads_its_programs_from_the_persistent_cache(setup, tmp_path):
+    """Two fresh `uniarm sample` processes on the same shapes and a fresh cache directory: the first
+    compiles (and writes the cache), the second spends under a second on compilation. One batch, so
+    the summary line's rates are both numbers (no 'nan' from an empty steady state)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root, _, _ = setup
+    env = {**os.environ, "UNIARM_COMPILE_CACHE": str(tmp_path / "compiled")}
+    cmd = [sys.executable, "-m", "uniarm_jax.commands.main", "sample", "--no-progress", "--base", str(root / "base"),
+           "--arm", str(root / "arm"), "--pref", "0.5,0.5", "--prompts", str(root / "prompts.jsonl"),
+           "--out", str(tmp_path / "o.jsonl"), "--max-new-tokens", "6", "--template", "raw"]
+    seconds = []
+    for _ in range(2):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        line = res.stdout.strip().splitlines()[-1]
+        m = re.search(r"([\d.]+) tokens/s with compilation \(([\d.]+) s of it\), ([\d.]+) tokens/s without", line)
+        assert m and "nan" not in line, line
+        seconds.append(float(m.group(2)))
+    assert os.listdir(tmp_path / "compiled")
+    assert seconds[1] < 1.0 and seconds[1] < seconds[0], seconds

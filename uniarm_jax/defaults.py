@@ -5,6 +5,12 @@ import os
 # The repository beside the package: the small task's data and the demo's adapter ship there.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+def cache_root() -> str:
+    """Where the project keeps what it builds once per machine (SmolLM2, compiled programs):
+    `$UNIARM_CACHE`, else `~/.cache/uniarm_jax`."""
+    return os.environ.get("UNIARM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "uniarm_jax")
+
 # Tokenisation as the reference code: BOS + the prompt's last tokens, at most 512 with BOS; prompt +
 # response + EOS at most 1024 (docs/methods.md §5).
 MAX_PROMPT_TOKENS = 512

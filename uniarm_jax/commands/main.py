@@ -14,7 +14,8 @@
     uniarm demo                                        a UniARM steering SmolLM2 under several α; Pareto plot
 
 The project's own errors (`uniarm_jax.errors`: bad input) print one line and exit with status 2, a
-stopped training run with 3; anything else is a bug and keeps its traceback.
+stopped training run with 3; anything else is a bug and keeps its traceback. Compiled programs are
+kept in JAX's persistent cache (`uniarm_jax/compilation.py`; `UNIARM_COMPILE_CACHE=off` turns it off).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import sys
 
 from uniarm_jax.commands import demo, evaluate, models, sample, train
+from uniarm_jax.compilation import enable_persistent_cache
 from uniarm_jax.errors import TrainingError, UniarmError
 
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_persistent_cache()
     try:
         args.func(args)
     except TrainingError as e:

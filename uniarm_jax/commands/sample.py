@@ -12,6 +12,7 @@ import json
 
 from uniarm_jax import defaults
 from uniarm_jax.commands import options
+from uniarm_jax.compilation import compile_seconds
 from uniarm_jax.errors import ConfigError
 
 
@@ -58,26 +59,29 @@ def sample(args, log=print) -> dict:
         log(f"{truncated} prompts longer than {args.max_prompt_tokens} tokens kept only their last tokens")
 
     rows = [(p, ids, pref) for pref in prefs for p, ids in zip(prompts, encoded)]
-    out_rows, generated, seconds = [], 0, 0.0
+    out_rows, generated, seconds, compiled = [], 0, 0.0, compile_seconds()
     with open(args.out, "w") as out, tqdm(total=len(rows), desc="sample", disable=not args.progress) as bar:
         chunks = generate_in_chunks(base, arms, [r[1] for r in rows], args.max_new_tokens,
                                     prefs=None if prefs == [None] else [r[2] for r in rows],
                                     chunk_size=args.batch_size, seed=args.seed, arm_weights=arm_weights or None,
                                     base_weight=args.base_weight, sampler=sampler, pad_id=tokenizer.pad_token_id)
         for start, tokens, elapsed in chunks:
-            if start:  # the first batch pays the compilation
-                seconds += elapsed
-                generated += sum(len(t) for t in tokens)
+            seconds += elapsed
+            generated += sum(len(t) for t in tokens)
             for (prompt, ids, p), toks in zip(rows[start:], tokens):
                 row = {"prompt": prompt, "pref": p, "prompt_token_ids": ids, "token_ids": toks,
                        "text": tokenizer.decode(toks, skip_special_tokens=True)}
                 out.write(json.dumps(row) + "\n")
                 out_rows.append(row)
             bar.update(len(tokens))
-    rate = generated / seconds if seconds else float("nan")
-    log(f"{len(out_rows)} responses to {args.out}; {rate:.1f} tokens/s after the first (compiling) batch")
-    return {"rows": len(out_rows), "tokens_per_s": rate}
-
+    compiled = compile_seconds() - compiled
+    summary = {"rows": len(out_rows), "tokens": generated, "seconds": seconds, "compile_seconds": compiled,
+               "tokens_per_s": generated / seconds,  # generation always takes some time
+               "tokens_per_s_without_compile": generated / max(seconds - compiled, 1e-9)}
+    log(f"{len(out_rows)} responses to {args.out}: {generated} tokens in {seconds:.1f} s, "
+        f"{summary['tokens_per_s']:.1f} tokens/s with compilation ({compiled:.1f} s of it), "
+        f"{summary['tokens_per_s_without_compile']:.1f} tokens/s without")
+    return summary
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="guided generation: base + ARM(s) under preference vectors")

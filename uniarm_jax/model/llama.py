@@ -1,8 +1,9 @@
 """Flax Linen Llama: embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
 
-Variable collections (docs/design.md): `params` holds the frozen base weights, `cache` the KV cache.
-Decoder layers are stacked with `nn.scan`, so every per-layer weight has a leading `layers` axis and
-the compile time does not grow with depth (30 layers for SmolLM2, 80 for a 70B model).
+Variable collections (docs/design.md): `params` holds the frozen base weights, `adapter` an ARM's
+adapter, `cache` a layer's KV cache. The full forward stacks the decoder layers with `nn.scan`, so
+every per-layer weight has a leading `layers` axis and its compile time does not grow with depth (30
+layers for SmolLM2, 80 for a 70B model); decoding runs the same `DecoderLayer` one layer at a time.
 
 Padding and positions. Batches are left-padded; `attention_mask` marks real tokens. A token's RoPE
 position is the number of real tokens before it in its row, so a left-padded row computes exactly what
@@ -196,48 +197,54 @@ class DecoderLayer(nn.Module):
         return x, None
 
 
-class Llama(nn.Module):
-    """The causal LM. `__call__` returns float32 logits `[batch, length, vocab]`.
+def positions_and_mask(attention_mask):
+    """The full forward's RoPE positions `[b, l]` (real tokens before each one, per row) and attention
+    mask `[b, l, l]` (causal, real keys only) of a left-padded batch."""
+    length = attention_mask.shape[1]
+    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    return positions, causal[None] & attention_mask[:, None, :].astype(bool)
 
-    Without a `cache` collection it is the full forward. With one (see `init_cache`), it appends the
-    chunk to the cache: call it once with the left-padded prompt (prefill), then with one token per row.
+
+def cached_positions_and_mask(meta: dict, attention_mask):
+    """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
+    real tokens each row has seen, and queries see every real slot up to their own. Returns the
+    positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
+    index, length = meta["index"], attention_mask.shape[1]
+    valid = jax.lax.dynamic_update_slice(meta["valid"], attention_mask.astype(meta["valid"].dtype), (0, index))
+    positions = jnp.maximum(meta["seen"][:, None] + jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+    slots = jnp.arange(valid.shape[1])
+    query_slots = index + jnp.arange(length)
+    mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
+    meta = {"index": index + length, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
+    return positions, mask, index, meta
+
+
+def output_logits(cfg: LlamaConfig, x, embedding, lm_head=None):
+    """Float32 logits from the final hidden states: the tied embedding's transpose, else `lm_head`."""
+    logits = jnp.dot(x, embedding.T) if cfg.tie_word_embeddings else lm_head(x)
+    return logits.astype(jnp.float32)
+
+
+class Llama(nn.Module):
+    """The causal LM's full forward: float32 logits `[batch, length, vocab]` (training, scoring,
+    `uniarm_jax.logits`). Decoder layers are one `nn.scan`; decoding runs the same layers one by one
+    over per-layer weights and caches instead (`decode/engine.py`, docs/design.md).
+
     With an `adapter` config, the targeted projections add that adapter's delta under the per-example
     preference vectors `pref` `[batch, k]` (a call argument, so one compiled graph serves every α).
-    `deterministic=False` turns on adapter dropout (rng stream "dropout"); `last_only` returns only the
-    last position's logits `[batch, 1, vocab]`.
+    `deterministic=False` turns on adapter dropout (rng stream "dropout").
     """
 
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True, last_only=False):
+    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True):
         cfg = self.cfg
-        b, length = input_ids.shape
         if attention_mask is None:
-            attention_mask = jnp.ones((b, length), jnp.int32)
-        attention_mask = attention_mask.astype(jnp.int32)
-        steps = jnp.cumsum(attention_mask, axis=-1) - 1  # real tokens before each one, per row
-
-        if self.has_variable("cache", "index"):
-            index = self.variable("cache", "index", lambda: None)
-            valid = self.variable("cache", "valid", lambda: None)
-            seen = self.variable("cache", "seen", lambda: None)
-            cache_index = index.value
-            valid.value = jax.lax.dynamic_update_slice(
-                valid.value, attention_mask.astype(valid.value.dtype), (0, cache_index))
-            positions = seen.value[:, None] + steps
-            slots = jnp.arange(valid.value.shape[1])
-            query_slots = cache_index + jnp.arange(length)
-            mask = valid.value[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
-            index.value = cache_index + length
-            seen.value = seen.value + attention_mask.sum(-1)
-        else:
-            cache_index = 0
-            positions = steps
-            causal = jnp.tril(jnp.ones((length, length), bool))
-            mask = causal[None] & attention_mask[:, None, :].astype(bool)
-        positions = jnp.maximum(positions, 0)
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32))
 
         frozen = self.adapter is not None
         dtype = jnp.dtype(cfg.dtype)
@@ -247,30 +254,13 @@ class Llama(nn.Module):
         layer = DecoderLayer
         if cfg.remat:
             layer = nn.remat(layer, prevent_cse=False)
-        stack = nn.scan(layer, variable_axes={"params": 0, "cache": 0, "adapter": 0},
+        stack = nn.scan(layer, variable_axes={"params": 0, "adapter": 0},
                         split_rngs={"params": True, "adapter": True, "dropout": True},
                         in_axes=(nn.broadcast,) * 4, length=cfg.num_hidden_layers)
-        x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, cache_index, pref)
+        x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, 0, pref)
         x = RMSNorm(cfg, frozen, name="norm")(x)
-        if last_only:  # decoding needs only the next token's logits: skip the vocabulary matmul elsewhere
-            x = x[:, -1:]
-        if cfg.tie_word_embeddings:
-            logits = jnp.dot(x, embedding.T)
-        else:
-            logits = Linear(cfg.vocab_size, cfg, frozen=frozen, name="lm_head")(x)
-        return logits.astype(jnp.float32)
-
-
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
-    """An empty KV cache for `batch` rows of up to `max_len` tokens (prompt + generated)."""
-    dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
-    return {
-        "index": jnp.zeros((), jnp.int32),            # next slot to write (shared by all rows)
-        "valid": jnp.zeros((batch, max_len), jnp.int8),  # which slots hold real tokens, per row
-        "seen": jnp.zeros((batch,), jnp.int32),        # real tokens so far, per row (next position)
-        "layers": {"self_attn": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}},
-    }
+        lm_head = None if cfg.tie_word_embeddings else Linear(cfg.vocab_size, cfg, frozen=frozen, name="lm_head")
+        return output_logits(cfg, x, embedding, lm_head)
 
 
 def param_shapes(cfg: LlamaConfig) -> dict:

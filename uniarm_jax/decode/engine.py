@@ -1,0 +1,88 @@
+"""One model's cached forward for decoding, with its weights and KV cache laid out per layer.
+
+Why per layer (docs/design.md §5): a decode step reads every weight once and writes one cache slot. With
+the layer stack as an `nn.scan`, XLA:CPU slices each layer's weights out of the stacked `[layers, ...]`
+arrays into temporaries at every step (a third of the bandwidth of reading separate arrays), and the
+scan's stacked cache output made XLA copy the whole cache several times per token. Here every layer's
+weights are their own arrays, made once per model (`decode_weights`), every layer's K and V are their
+own buffers in the loop carry, updated in place with one `dynamic_update_slice`, and the layers run one
+after another through the very `DecoderLayer` module of the full forward (so both compute the same
+thing; the tests check it against the full forward).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+
+import jax
+import jax.numpy as jnp
+
+from uniarm_jax.model.config import LlamaConfig
+from uniarm_jax.model.llama import DecoderLayer, Linear, RMSNorm, cached_positions_and_mask, output_logits
+
+# id of a stacked leaf -> that tree laid out per layer; dropped with the tree
+_LAYOUTS: dict[int, tuple] = {}
+
+
+def split_layers(tree: dict | None, num_layers: int) -> tuple | None:
+    """The layer-stacked tree `{"layers": {...: [L, ...]}}` as one tree per layer (separate arrays),
+    made once per tree: a base and the ARMs on it share one layout of the base's weights."""
+    if tree is None:
+        return None
+    stacked = jax.tree.leaves(tree["layers"])[0]  # the layout holds its slices, never it: it may die
+    key = id(stacked)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = _unstack(tree["layers"], num_layers)
+        weakref.finalize(stacked, _LAYOUTS.pop, key, None)
+    return _LAYOUTS[key]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _unstack(layers: dict, num_layers: int) -> tuple:
+    """One compiled program (not one per slice) whose outputs are separate per-layer buffers."""
+    return tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num_layers))
+
+
+def decode_weights(handle) -> dict:
+    """`handle`'s weights laid out for decoding: the top-level weights, and per layer its weights and
+    its adapter's. The per-layer copies are weights-sized (the stacked tree stays the handle's, for the
+    full forward and training)."""
+    n = handle.config.num_hidden_layers
+    return {"top": {k: v for k, v in handle.params.items() if k != "layers"},
+            "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n)}
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
+    """An empty KV cache for `batch` rows of up to `max_len` tokens (prompt + generated): per layer its
+    own K and V `[batch, max_len, kv_heads, head_dim]`, plus what every layer shares."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+    return {
+        "index": jnp.zeros((), jnp.int32),               # next slot to write (shared by all rows)
+        "valid": jnp.zeros((batch, max_len), jnp.int8),  # which slots hold real tokens, per row
+        "seen": jnp.zeros((batch,), jnp.int32),          # real tokens so far, per row (next position)
+        "layers": tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+                        for _ in range(cfg.num_hidden_layers)),
+    }
+
+
+def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None):
+    """Appends a chunk (the left-padded prompt, or one token per row) to `cache` and returns the float32
+    logits of each row's last position `[batch, vocab]` and the new cache."""
+    meta = {k: cache[k] for k in ("index", "valid", "seen")}
+    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32))
+    top, dtype = weights["top"], jnp.dtype(cfg.dtype)
+    embedding = top["embed_tokens"]["embedding"].astype(dtype)
+    x = jnp.take(embedding, input_ids, axis=0)
+    layer, layers = DecoderLayer(cfg, acfg), []
+    for i, params in enumerate(weights["layers"]):
+        variables = {"params": params, "cache": {"self_attn": cache["layers"][i]}}
+        if weights["adapter"] is not None:
+            variables["adapter"] = weights["adapter"][i]
+        (x, _), state = layer.apply(variables, x, positions, mask, index, pref, mutable=["cache"])
+        layers.append(state["cache"]["self_attn"])
+    x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
+    head = None if cfg.tie_word_embeddings else \
+        (lambda h: Linear(cfg.vocab_size, cfg).apply({"params": top["lm_head"]}, h))
+    return output_logits(cfg, x, embedding, head)[:, 0], {**meta, "layers": tuple(layers)}
