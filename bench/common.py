@@ -4,6 +4,7 @@
 - `summary`: medians, ranges and ratios of paired (ours, reference) timings;
 - `memory_mib`: this process's peak RSS and current anonymous / file-backed RSS;
 - `run_fresh`: a command in a fresh process whose peak RSS does not start from ours, its last JSON line;
+- `run_measured`: a whole command's wall seconds and peak RSS, run as a fresh process;
 - `memory_increment`: a probe's peak RSS against the baseline probe that only imported the libraries.
 """
 
@@ -14,6 +15,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 
 
@@ -25,13 +27,33 @@ def memory_mib() -> dict:
             "anon_file_now": [round(rss["RssAnon"] / 1024, 1), round(rss["RssFile"] / 1024, 1)]}
 
 
-def run_fresh(cmd: list) -> dict:
+def run_fresh(cmd: list, env: dict | None = None) -> dict:
     """Runs `cmd` and parses the last line of its stdout as JSON.
 
     Linux carries ru_maxrss across execve, so a child exec'd straight from a large process would report
     that process's peak. A small shell in between forks the command, whose ru_maxrss starts from the
     shell's."""
-    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True)
+    out = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], check=True, capture_output=True, text=True,
+                         env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# started by a small Python of its own: the command's peak RSS (RUSAGE_CHILDREN) starts from that small
+# process's, not ours (see run_fresh), and the clock runs around the command alone
+_MEASURE = """import json, resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+wall = time.perf_counter() - t
+print(json.dumps({"rc": p.returncode, "wall_s": wall, "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                  / 1024, "stdout": p.stdout[-8000:], "stderr": p.stderr[-8000:]}))
+"""
+
+
+def run_measured(cmd: list, env: dict | None = None, cwd: str | None = None) -> dict:
+    """Runs `cmd` as a fresh process: its exit status, wall seconds (from its start to its exit, as seen
+    by the small process that starts it), peak RSS in MiB, and the tails of its stdout and stderr."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], check=True, capture_output=True, text=True,
+                         env=env, cwd=cwd)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,24 +1,40 @@
-"""Guided-decoding benchmark: base + MoSLoRA ARM under a preference α, ours vs a PyTorch loop (CPU), and
-the decode step against the memory-bandwidth bound on a GPU.
+"""Guided-decoding benchmark: SmolLM2-135M guided by a 6-layer ARM, ours vs a PyTorch loop against this
+machine's own bounds (CPU), and the decode step against the HBM bound on a GPU.
 
-CPU (default): SmolLM2-135M-Instruct as the frozen base plus a 135M UniARM-style ARM (the same SmolLM2
-weights + a MoSLoRA adapter, r=8, k=2, on q/k/v, its zero-initialised leaves G, H, B made random so the
-ARM is not the base). Ours is `uniarm_jax.decode.guided_generate`: one compiled `lax.while_loop` rollout
-carrying both models' KV caches. The reference is what the authors' code does, in PyTorch: transformers'
-`LlamaForCausalLM` for the base and for the ARM (exported with `uniarm_jax.hf.peft.export_merged` at the
-benchmark's fixed α: the adapter merged into the kernels, MoSLoRA's shift a bias), each with its own
-`past_key_values`, combined in a Python loop as `log_softmax(base) + w * log_softmax(arm)`, greedy. EOS is
-turned off so every run decodes exactly `--new-tokens` tokens. As in bench/forward.py and bench/train.py:
-ours and torch alternate repeat by repeat in one process, medians / ranges / ratios come from the same
-run, the first call (compilation) is reported apart, and peak host memory is measured in fresh
-subprocesses beside import-only baselines. Also: the 11-point α grid for one prompt as one batched call
-of 11 rows vs 11 sequential batch-1 calls (ours).
+CPU (default). The setting: the base is SmolLM2-135M-Instruct; the ARM is its first 6 decoder layers
+(with its embedding, final norm and tied head, `truncate_layers(base, 6)`) written as a plain Hugging Face
+directory in a temp dir and loaded by both sides as a model of its own (a fully fine-tuned ARM); float32;
+next token = argmax of `log_softmax(base) + 0.5 * log_softmax(arm)`. Ours is
+`uniarm_jax.decode.guided_generate(base, [arm], prompts, n, arm_weights=[0.5])`, one compiled rollout
+carrying both models' KV caches. The reference is the authors' loop in PyTorch: transformers'
+`LlamaForCausalLM` for each model, each with its own `past_key_values`, combined in a Python loop.
+Everything that compares ours with torch alternates ours / torch repeat by repeat in this one process
+(the machine is small and shared), and reports medians and ranges from the same run.
+
+- steady state (EOS off, so every rollout decodes exactly n tokens; prompts: `make_prompts`, chat-templated
+  and cut to one length, no padding): per-token time = (median rollout of n new tokens - median rollout of
+  1 new token) / (n - 1), the same for both sides, so the prefill, the first step and the call overheads
+  cancel; tok/s = batch / per-token time. Greedy tokens of the n-token rollouts are compared.
+- bounds, measured in the same repeat loop: a jitted chain of `x @ W` over the models' own projection
+  matrices (every q/k/v/o/gate/up/down kernel of the base and the ARM, one array each, and each model's
+  tied head `x @ E.T` once), each input depending on the previous output (so nothing is hoisted or
+  overlapped). At batch 1 it gives the bandwidth XLA reaches streaming those weights (bytes / time); the
+  weight-streaming bound is bandwidth / bytes a decode step must read (both models' weights + the whole
+  allocated KV cache, which ours reads at every step). At batch > 1 the chain's time is the
+  projection-matmul bound: batch / chain time (attention and the cache not counted). The same chain in
+  torch on torch's own weights (`F.linear`) is reported beside it as a cross-check.
+- whole process: `uniarm sample` (import, load, compile or load compiled programs, decode, write) on 16
+  prompts of their natural lengths (left-padded), 64 new tokens, EOS on, against a fresh PyTorch process
+  doing the same job (`--_torch_process`, below); JAX's persistent compilation cache is a temp dir, warmed
+  by one untimed-for-the-ratio cold run of ours; then ours / torch alternate.
+- load: `uniarm_jax.load_pretrained` (arrays blocked on) vs `LlamaForCausalLM.from_pretrained`, alternated.
+- memory: peak RSS of the whole-process runs beside fresh import-only probes of each stack.
 
 --gpu: a Llama-7B-shaped base and a Llama-7B-shaped MoSLoRA ARM (its own random bf16 weights, made on the
 device, no files), batch 1 and 16, prompt 128: decode-step time = (rollout of N new tokens - rollout of 1
 new token) / (N - 1), against the HBM bound (bytes read per step / bandwidth).
 
-    PYTHONPATH=. .venv/bin/python bench/decode.py [--batches 1,16 --prompt-len 32 --new-tokens 16 --repeats 3]
+    PYTHONPATH=. .venv/bin/python bench/decode.py [--batches 1,16 --prompt-len 32 --new-tokens 64 --repeats 3]
     PYTHONPATH=. python bench/decode.py --gpu [--batches 1,16 --prompt-len 128 --new-tokens 64]
 """
 
@@ -28,15 +44,20 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-from common import clock, memory_increment, memory_mib, run_fresh, summary  # bench/ is this script's sys.path[0]
+from common import clock, memory_mib, run_fresh, run_measured  # bench/ is this script's sys.path[0]
 
-PROBES = ("jax-import", "jax-decode", "torch-import", "torch-decode")
-ACFG = dict(kind="moslora", rank=8, num_objectives=2)  # targets q,k,v (the default); dropout off in decoding
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBES = ("jax-import", "torch-import")
+ACFG = dict(kind="moslora", rank=8, num_objectives=2)  # --gpu: targets q,k,v (the default); dropout off
+PROJECTIONS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+               ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
 # HBM bandwidth (bytes/s) by device kind substring, first match wins (vendor data sheets).
 HBM_BW = (("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12), ("H200", 4.8e12), ("H800", 3.35e12),
           ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12), ("L40S", 0.864e12),
@@ -72,45 +93,14 @@ def make_prompts(tokenizer, n: int, length: int) -> list[list[int]]:
     return out
 
 
-def randomize_adapter(arm, scale: float, seed: int = 1):
-    """The ARM with its zero-initialised adapter leaves (MoSLoRA's G, H, B) drawn from scale*N(0, 1); A
-    and S keep their (random) initialisation. Deterministic in `seed`."""
-    import jax
-    import jax.numpy as jnp
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(arm.adapter)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    new = [scale * jax.random.normal(k, x.shape, x.dtype) if str(path[-1].key) in ("G", "H", "B") else x
-           for k, (path, x) in zip(keys, leaves)]
-    return dataclasses.replace(arm, adapter=jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in new]))
-
-
-def load_ours(model_dir: str, scale: float):
-    """(base, arm) handles in float32 with EOS turned off (every rollout runs exactly max_new_tokens)."""
-    import uniarm_jax
-    from uniarm_jax.model.adapters import AdapterConfig
-    from uniarm_jax.model.arm import init_adapter
-    base = uniarm_jax.load_pretrained(model_dir, dtype="float32")
-    base = dataclasses.replace(base, config=base.config.replace(eos_token_id=None))
-    return base, randomize_adapter(init_adapter(base, AdapterConfig(**ACFG)), scale)
-
-
-def ours_generate(base, arm, prompts, n: int, pref):
+def ours_generate(base, guides, prompts, n: int, *, pref=None, arm_weights=None):
     """Greedy guided decoding, `[batch, n]` token ids (exactly n steps: EOS is off)."""
     import numpy as np
 
-    from uniarm_jax.decode.rollout import guided_generate
-    from uniarm_jax.decode.sampling import Sampler
-    tokens, steps = guided_generate(base, [arm], prompts, n, pref=pref, sampler=Sampler(0.0))
+    from uniarm_jax.decode import Sampler, guided_generate
+    tokens, steps = guided_generate(base, guides, prompts, n, pref=pref, arm_weights=arm_weights, sampler=Sampler(0.0))
     assert steps == n, (steps, n)
     return np.asarray(tokens)
-
-
-def load_torch(model_dir: str, merged_dir: str):
-    import torch
-    from transformers import LlamaForCausalLM
-    base = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    arm = LlamaForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
-    return base, arm
 
 
 def torch_generate(base, arm, ids, n: int, w: float = 1.0):
@@ -144,32 +134,419 @@ def agreement(a, b) -> dict:
             "mean_common_prefix_len": round(float(np.mean(prefix)), 2), "min_common_prefix_len": int(min(prefix))}
 
 
+# ------------------------------------------------------------------------ CPU: the PyTorch process
+
+def encode_like_ours(tokenizer, prompt: str) -> list[int]:
+    """A prompt as `uniarm sample` encodes it (`data.tokenization.encode_prompt`, chat template), written
+    out here so that the torch process imports no JAX: the chat template's text tokenised without special
+    tokens, BOS once in front (the benchmark's prompts are far below the 512-token limit)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids, bos = list(tokenizer(text, add_special_tokens=False)["input_ids"]), tokenizer.bos_token_id
+    if bos is None:
+        return ids
+    while ids and ids[0] == bos:
+        ids = ids[1:]
+    return [bos] + ids
+
+
+def torch_generate_padded(base, arm, prompts: list[list[int]], n: int, w: float, eos_ids, pad_id: int):
+    """The loop of `torch_generate` on left-padded prompts of different lengths, as `uniarm sample` runs
+    them: attention mask, positions counted over real tokens (cumsum(mask) - 1, then +1 a step), a row
+    that emitted EOS gets pad tokens, and the loop ends when every row is done or after n tokens.
+    Returns each row's tokens up to and including EOS, and the number of steps."""
+    import torch
+    b, length = len(prompts), max(len(p) for p in prompts)
+    with torch.inference_mode():
+        ids = torch.full((b, length), pad_id, dtype=torch.long)
+        mask = torch.zeros((b, length), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, length - len(p):] = torch.tensor(p)
+            mask[row, length - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ob = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        oa = arm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        nxt, eos = mask.sum(-1, keepdim=True), torch.tensor(list(eos_ids))
+        done, out = torch.zeros(b, dtype=torch.bool), []
+        for i in range(n):
+            logp = torch.log_softmax(ob.logits[:, -1].float(), -1) + w * torch.log_softmax(oa.logits[:, -1].float(), -1)
+            tok = torch.where(done, pad_id, logp.argmax(-1))
+            out.append(tok)
+            done |= torch.isin(tok, eos)
+            if i + 1 == n or bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long)], 1)
+            ob = base(input_ids=tok[:, None], attention_mask=mask, position_ids=nxt,
+                      past_key_values=ob.past_key_values, use_cache=True)
+            oa = arm(input_ids=tok[:, None], attention_mask=mask, position_ids=nxt,
+                     past_key_values=oa.past_key_values, use_cache=True)
+            nxt = nxt + 1
+        rows = torch.stack(out, 1).tolist()
+    eos_set = set(eos_ids)
+    return [row[:next((i + 1 for i, t in enumerate(row) if t in eos_set), len(row))] for row in rows], len(out)
+
+
+def _torch_process(a) -> None:
+    """The whole PyTorch job of `uniarm sample`, in a fresh process: import, load both models and the
+    tokenizer, encode the prompts, generate (batches of --process-batch), write the same JSON lines;
+    prints the seconds of each phase."""
+    t0 = time.perf_counter()
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    t1 = time.perf_counter()
+    base = LlamaForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32).eval()
+    arm = LlamaForCausalLM.from_pretrained(a.arm_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(a.model_dir)
+    t2 = time.perf_counter()
+    with open(a.prompts) as f:
+        prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
+    encoded = [encode_like_ours(tokenizer, p) for p in prompts]
+    eos = base.config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t3 = time.perf_counter()
+    tokens, steps = [], []
+    for start in range(0, len(encoded), a.process_batch):
+        rows, s = torch_generate_padded(base, arm, encoded[start:start + a.process_batch], a.new_tokens,
+                                        a.arm_weight, eos, pad)
+        tokens += rows
+        steps.append(s)
+    t4 = time.perf_counter()
+    with open(a.out, "w") as f:
+        for prompt, ids, toks in zip(prompts, encoded, tokens):
+            f.write(json.dumps({"prompt": prompt, "pref": None, "prompt_token_ids": ids, "token_ids": toks,
+                                "text": tokenizer.decode(toks, skip_special_tokens=True)}) + "\n")
+    t5 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "encode_s": t3 - t2, "generate_s": t4 - t3,
+                      "write_s": t5 - t4, "steps": steps, "torch_threads": torch.get_num_threads()}))
+
+
 # ------------------------------------------------------------------------------------------------ CPU
 
-def _probe(kind: str, a) -> None:
-    """In a fresh subprocess: import one stack, optionally load both models and decode the largest batch
-    once (ours: compilation included); print the memory."""
-    if kind.startswith("jax"):
-        import jax
+def _omp_check(a) -> None:
+    """In a fresh subprocess (its OMP_WAIT_POLICY set by the caller): torch's rollouts of 4 tokens at
+    batch 1 and 16, one untimed, then up to 3 timed (fewer past 8 s); print the seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    base = LlamaForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32).eval()
+    arm = LlamaForCausalLM.from_pretrained(a.arm_dir, dtype=torch.float32).eval()
+    prompts = make_prompts(AutoTokenizer.from_pretrained(a.model_dir), 16, a.prompt_len)
+    job = lambda: [torch_generate(base, arm, prompts[:b], 4, a.arm_weight) for b in (1, 16)]  # noqa: E731
+    job()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 and time.perf_counter() - start < 8:
+        times.append(clock(job)[1])
+    print(json.dumps({"seconds": [round(t, 3) for t in times], "torch_threads": torch.get_num_threads()}))
 
-        import uniarm_jax  # noqa: F401
+
+def choose_omp_policy(a, arm_dir: str) -> dict:
+    """torch's OpenMP threads spin at barriers (libgomp's default wait policy): on this 2-core machine,
+    shared with other work, one descheduled thread stalls every op, and a torch forward was seen 20x
+    slower with 2 threads than with 1 (OMP_WAIT_POLICY=PASSIVE: as fast as 1 thread under load). So both
+    policies are timed in fresh processes and the faster one is used for every torch run that follows
+    (it must be set before torch is imported). `--torch-omp-wait-policy` fixes it instead."""
+    if a.torch_omp_wait_policy != "auto":
+        return {"used": a.torch_omp_wait_policy, "chosen_by": "--torch-omp-wait-policy"}
+    checks = {}
+    for policy in ("default", "PASSIVE"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy != "default":
+            env["OMP_WAIT_POLICY"] = policy
+        checks[policy] = run_fresh([sys.executable, os.path.abspath(__file__), "--_omp_check",
+                                    f"--model-dir={a.model_dir}", f"--arm-dir={arm_dir}",
+                                    f"--arm-weight={a.arm_weight}", f"--prompt-len={a.prompt_len}"], env=env)
+    best = min(checks, key=lambda k: statistics.median(checks[k]["seconds"]))
+    return {"used": best, "chosen_by": "the faster median of torch rollouts (4 tokens, batch 1 and 16) in a fresh "
+                                       "process per policy, 'default' = libgomp's (OMP_WAIT_POLICY unset)",
+            "check_s": {k: v["seconds"] for k, v in checks.items()}}
+
+
+def set_omp_policy(policy: str) -> None:
+    """OMP_WAIT_POLICY for this process's torch (before torch is imported) and for the torch processes."""
+    os.environ.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = policy
+
+
+def _probe(kind: str) -> None:
+    """In a fresh subprocess: import one stack as its whole-process job does; print the seconds and memory."""
+    t = time.perf_counter()
+    if kind == "jax-import":
+        import jax
+        from transformers import AutoTokenizer  # noqa: F401  (load_tokenizer imports it)
+
+        import uniarm_jax.commands.main  # noqa: F401
+        import uniarm_jax.decode  # noqa: F401
         jax.devices()
     else:
         import torch  # noqa: F401
-        import transformers  # noqa: F401
-    if kind.endswith("decode"):
-        import uniarm_jax
-        prompts = make_prompts(uniarm_jax.load_tokenizer(a.model_dir), max(a.batches), a.prompt_len)
-        if kind.startswith("jax"):
-            base, arm = load_ours(a.model_dir, a.adapter_scale)
-            ours_generate(base, arm, prompts, a.new_tokens, a.pref)
+        from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
+    print(json.dumps({**memory_mib(), "import_s": round(time.perf_counter() - t, 3),
+                      "torch_imported": "torch" in sys.modules}))
+
+
+def projection_matrices(handle) -> list:
+    """The model's own projection matrices as a decode step reads them, one array each: per layer
+    q, k, v, o, gate, up, down (`[d_in, d_out]`), then the head (tied: the embedding `[vocab, d]`, used as
+    `x @ E.T`)."""
+    import jax
+    layers, top = handle.params["layers"], handle.params
+    out = [layers[group][name]["kernel"][i] for i in range(handle.config.num_hidden_layers)
+           for group, name in PROJECTIONS]
+    out.append(top["embed_tokens"]["embedding"] if handle.config.tie_word_embeddings else top["lm_head"]["kernel"])
+    return jax.block_until_ready(out)
+
+
+def make_chain(matrices: list, tied_heads: set, batch: int):
+    """A jitted function that runs `x @ W` over `matrices` in order at `batch` rows (the heads in
+    `tied_heads`, by index, as `x @ E.T`), each input offset by a scalar of the previous output."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def chain(ws, x0):
+        s = jnp.zeros((), jnp.float32)
+        for i, w in enumerate(ws):
+            if i in tied_heads:
+                y = (x0[:, :w.shape[1]] + s) @ w.T
+            else:
+                y = (x0[:, :w.shape[0]] + s) @ w
+            s = 1e-6 * jnp.sum(y)
+        return s
+    width = max(max(w.shape) for i, w in enumerate(matrices) if i not in tied_heads)
+    x0 = jnp.asarray(np.random.default_rng(0).standard_normal((batch, width)), jnp.float32)
+    fn = jax.jit(chain)
+    return lambda: jax.block_until_ready(fn(matrices, x0))
+
+
+def make_torch_chain(models: list, batch: int):
+    """The same chain in torch on torch's own weights: `F.linear` over every projection of each model,
+    then its head."""
+    import torch
+    import torch.nn.functional as F
+    weights = []
+    for m in models:
+        for layer in m.model.layers:
+            a, f = layer.self_attn, layer.mlp
+            weights += [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight, f.gate_proj.weight,
+                        f.up_proj.weight, f.down_proj.weight]
+        weights.append(m.lm_head.weight)
+    x0 = torch.randn(batch, max(max(w.shape) for w in weights if w.shape[0] < 10000), generator=torch.Generator()
+                     .manual_seed(0))
+
+    def run():
+        with torch.inference_mode():
+            s = torch.zeros(())
+            for w in weights:
+                s = 1e-6 * F.linear(x0[:, :w.shape[1]] + s, w).sum()
+            return float(s)
+    return run
+
+
+def load_ours(model_dir: str, arm_dir: str):
+    """(base, arm) handles in float32 with EOS turned off on the base (every rollout runs exactly n steps)."""
+    import uniarm_jax
+    base = uniarm_jax.load_pretrained(model_dir, dtype="float32")
+    base = dataclasses.replace(base, config=base.config.replace(eos_token_id=None))
+    return base, uniarm_jax.load_pretrained(arm_dir, dtype="float32")
+
+
+def load_torch(model_dir: str, arm_dir: str):
+    import torch
+    from transformers import LlamaForCausalLM
+    base = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    arm = LlamaForCausalLM.from_pretrained(arm_dir, dtype=torch.float32).eval()
+    return base, arm
+
+
+def _med_range(xs, scale=1.0, digits=4) -> dict:
+    return {"median": round(statistics.median(xs) * scale, digits),
+            "min_max": [round(min(xs) * scale, digits), round(max(xs) * scale, digits)]}
+
+
+def time_loads(a) -> dict:
+    """Seconds of loading the base checkpoint, ours (arrays blocked on) and torch alternating."""
+    import gc
+
+    import jax
+    import torch
+    from transformers import LlamaForCausalLM
+
+    import uniarm_jax
+    ours, ref = [], []
+    for _ in range(a.load_repeats):
+        ours.append(clock(lambda: jax.block_until_ready(uniarm_jax.load_pretrained(a.model_dir, "float32").params))[1])
+        gc.collect()
+        ref.append(clock(lambda: LlamaForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32))[1])
+        gc.collect()
+    files = [f for f in os.listdir(a.model_dir) if f.endswith(".safetensors")]
+    return {"ours_s": _med_range(ours, digits=3), "torch_s": _med_range(ref, digits=3),
+            "ratio_torch_over_ours": round(statistics.median(ref) / statistics.median(ours), 2),
+            "checkpoint_mb": round(sum(os.path.getsize(os.path.join(a.model_dir, f)) for f in files) / 1e6, 1),
+            "what": "base checkpoint (safetensors, float32, in the page cache after the first load), "
+                    f"median of {a.load_repeats}, alternating"}
+
+
+def steady_state(a, base, arm, tbase, tarm, prompts, chains: dict, kv_bytes) -> dict:
+    """Per batch: rollouts of n and 1 new tokens, ours and torch, and the bound chains, alternating."""
+    from uniarm_jax.decode.rollout import _rollout
+
+    n, w, out = a.new_tokens, a.arm_weight, {}
+    for b in a.batches:
+        rows = prompts[:b]
+        runs = {"ours_n": lambda: ours_generate(base, [arm], rows, n, arm_weights=[w]),
+                "torch_n": lambda: torch_generate(tbase, tarm, rows, n, w),
+                "ours_1": lambda: ours_generate(base, [arm], rows, 1, arm_weights=[w]),
+                "torch_1": lambda: torch_generate(tbase, tarm, rows, 1, w),
+                "chain_jax": chains["jax"][b], "chain_torch": chains["torch"][b]}
+        first = {k: clock(fn)[1] for k, fn in runs.items()}  # ours: trace + compile + run
+        cache_after_warmup = _rollout._cache_size()
+        times, cpu, tokens = {k: [] for k in runs}, {k: [] for k in runs}, {}
+        for _ in range(a.repeats):
+            for k, fn in runs.items():
+                tokens[k], t, c = clock(fn)
+                times[k].append(t)
+                cpu[k].append(c)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        step = {s: (med[f"{s}_n"] - med[f"{s}_1"]) / (n - 1) for s in ("ours", "torch")}
+        tps = {s: b / step[s] for s in step}
+
+        def pairwise(side):  # each repeat's own (rollout(n) - rollout(1)) / (n - 1), ms
+            d = [(x - y) / (n - 1) * 1e3 for x, y in zip(times[f"{side}_n"], times[f"{side}_1"])]
+            return [round(min(d), 3), round(max(d), 3)]
+        weights_bytes, kv_read, kv_written = chains["weights_bytes"] + chains["embedding_row_bytes"] * b, \
+            kv_bytes(b, chains["slots"]), kv_bytes(b, 1)
+        bandwidth = chains["bytes"] / statistics.median(chains["batch_1_times"]) if chains["batch_1_times"] \
+            else chains["bytes"] / med["chain_jax"]
+        per_step = weights_bytes + kv_read
+        streaming_bound = b * bandwidth / per_step
+        matmul_bound = b / med["chain_jax"]
+        if b == 1:
+            chains["batch_1_times"] += times["chain_jax"]
+        out[f"batch_{b}"] = {
+            "tokens_per_s": {"ours": round(tps["ours"], 1), "torch": round(tps["torch"], 1),
+                             "ratio_ours_over_torch": round(tps["ours"] / tps["torch"], 3)},
+            "per_token_ms": {"ours": round(step["ours"] * 1e3, 3), "torch": round(step["torch"] * 1e3, 3),
+                             "ours_pairwise_min_max": pairwise("ours"), "torch_pairwise_min_max": pairwise("torch")},
+            "rollout_s": {k: _med_range(v) for k, v in times.items() if not k.startswith("chain")},
+            "cpu_per_wall": {k: round(sum(cpu[k]) / sum(times[k]), 2) for k in runs},
+            "first_call_s": {k: round(v, 3) for k, v in first.items()},
+            "greedy_agreement_ours_vs_torch": agreement(tokens["ours_n"], tokens["torch_n"]),
+            "recompiled_during_repeats": _rollout._cache_size() != cache_after_warmup,
+            "bounds": {
+                "chain_s": {"jax": _med_range(times["chain_jax"], digits=5),
+                            "torch_cross_check": _med_range(times["chain_torch"], digits=5)},
+                "chain_gb_per_s": {"jax": round(chains["bytes"] / med["chain_jax"] / 1e9, 2),
+                                   "torch_cross_check": round(chains["bytes"] / med["chain_torch"] / 1e9, 2)},
+                "chain_gflop_per_s": {
+                    "jax": round(2 * b * chains["params"] / med["chain_jax"] / 1e9, 2),
+                    "torch_cross_check": round(2 * b * chains["params"] / med["chain_torch"] / 1e9, 2)},
+                "bytes_per_token_step": {"weights_both_models": weights_bytes, "kv_cache_read": kv_read,
+                                         "total": per_step},
+                "cache_traffic_per_step_bytes": {
+                    "ours_read": kv_read, "ours_written": kv_written,
+                    "torch_attention_read_mean": kv_bytes(b, chains["prompt_len"] + 1 + n / 2),
+                    "torch_cat_copy_read_and_written_each_mean": kv_bytes(b, chains["prompt_len"] + 1 + n / 2)},
+                "weight_streaming": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 2),
+                                     "bound_tokens_per_s": round(streaming_bound, 1),
+                                     "fraction_ours": round(tps["ours"] / streaming_bound, 3),
+                                     "fraction_torch": round(tps["torch"] / streaming_bound, 3)},
+                "projection_matmul": {"bound_tokens_per_s": round(matmul_bound, 1),
+                                      "fraction_ours": round(tps["ours"] / matmul_bound, 3),
+                                      "fraction_torch": round(tps["torch"] / matmul_bound, 3)},
+            },
+        }
+    return out
+
+
+def whole_process(a, tmp: str, user_env: dict) -> dict:
+    """`uniarm sample` vs the same job in a fresh PyTorch process, each a fresh process, alternating after
+    one cold-cache run of ours."""
+    prompts_file, cache = os.path.join(tmp, "prompts.jsonl"), os.path.join(tmp, "compiled")
+    with open(prompts_file, "w") as f:
+        for i in range(a.process_prompts):
+            f.write(json.dumps({"prompt": QUESTIONS[i % len(QUESTIONS)]}) + "\n")
+    envs = {"ours": dict(user_env, UNIARM_COMPILE_CACHE=cache, PYTHONPATH=REPO),  # as a user runs it
+            "torch": dict(os.environ, PYTHONPATH=REPO)}  # with the OpenMP policy chosen
+    limit = ["--max-new-tokens", str(a.process_new_tokens)]
+    ours_cmd = lambda out: [sys.executable, "-m", "uniarm_jax.commands.main", "sample", "--no-progress",  # noqa: E731
+                            "--base", a.model_dir, "--arm", a.arm_dir, "--arm-weight", str(a.arm_weight),
+                            "--prompts", prompts_file, "--out", out, *limit, "--batch-size", str(a.process_batch)]
+    torch_cmd = lambda out: [sys.executable, os.path.abspath(__file__), "--_torch_process",  # noqa: E731
+                             f"--model-dir={a.model_dir}", f"--arm-dir={a.arm_dir}", f"--arm-weight={a.arm_weight}",
+                             f"--prompts={prompts_file}", f"--out={out}", f"--new-tokens={a.process_new_tokens}",
+                             f"--process-batch={a.process_batch}"]
+    logline = re.compile(r"(\d+) responses to .*: (\d+) tokens in ([\d.]+) s, .*\(([\d.]+) s of it\)")
+
+    def run(side: str, out: str) -> dict:
+        r = run_measured(ours_cmd(out) if side == "ours" else torch_cmd(out), env=envs[side], cwd=REPO)
+        if r["rc"] != 0:
+            raise RuntimeError(f"{side} process failed ({r['rc']}): {r['stderr'][-2000:]}")
+        res = {"wall_s": round(r["wall_s"], 3), "peak_rss_mib": round(r["peak_mib"], 1)}
+        if side == "ours":
+            m = logline.search(r["stdout"])
+            if m:
+                res.update(generate_s=float(m[3]), compile_or_cache_load_s=float(m[4]), tokens=int(m[2]))
         else:
-            base, arm = load_torch(a.model_dir, a.merged_dir)
-            torch_generate(base, arm, prompts, a.new_tokens)
-    print(json.dumps(memory_mib()))
+            res.update({k: round(v, 3) if isinstance(v, float) else v
+                        for k, v in json.loads(r["stdout"].strip().splitlines()[-1]).items()})
+        return res
+
+    cold = run("ours", os.path.join(tmp, "ours_cold.jsonl"))
+    runs = {"ours": [], "torch": []}
+    for i in range(a.process_repeats):
+        for side in runs:
+            runs[side].append(run(side, os.path.join(tmp, f"{side}_{i}.jsonl")))
+
+    def read(path):
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+    ours_rows, torch_rows, cold_rows = (read(os.path.join(tmp, name)) for name in
+                                        ("ours_0.jsonl", "torch_0.jsonl", "ours_cold.jsonl"))
+    same = lambda key: sum(x[key] == y[key] for x, y in zip(ours_rows, torch_rows))  # noqa: E731
+    med = {s: statistics.median(r["wall_s"] for r in v) for s, v in runs.items()}
+    return {
+        "wall_s": {s: _med_range([r["wall_s"] for r in v], digits=3) for s, v in runs.items()},
+        "ours_cold_cache_wall_s": cold["wall_s"],
+        "ratio_torch_over_ours": round(med["torch"] / med["ours"], 3),
+        "ratio_torch_over_ours_cold_cache": round(med["torch"] / cold["wall_s"], 3),
+        "runs": {"ours_cold_cache": cold, **runs},
+        "outputs": {"rows": len(ours_rows), "prompt_token_ids_identical": same("prompt_token_ids"),
+                    "token_ids_identical": same("token_ids"), "text_identical": same("text"),
+                    "ours_cold_equals_warm": sum(x["token_ids"] == y["token_ids"]
+                                                 for x, y in zip(cold_rows, ours_rows)),
+                    "prompt_lengths": sorted({len(r["prompt_token_ids"]) for r in ours_rows}),
+                    "response_lengths_ours": [len(r["token_ids"]) for r in ours_rows],
+                    "response_lengths_torch": [len(r["token_ids"]) for r in torch_rows]},
+        "what": f"{a.process_prompts} prompts (chat template, natural lengths, left-padded), "
+                f"{a.process_new_tokens} new tokens max, batch {a.process_batch}, EOS on (a row that is done "
+                "emits pad; the loop ends when all rows are done), greedy, arm weight "
+                f"{a.arm_weight}; wall_s from process start to exit; ours' generate_s and "
+                "compile_or_cache_load_s are its own log line's",
+    }
+
+
+def make_arm(a, out_dir: str) -> None:
+    """The ARM directory, in a fresh process (this one must not import torch before its OpenMP policy is
+    set, and transformers, which the tokenizer needs, imports torch)."""
+    code = ("import sys, uniarm_jax; from uniarm_jax.model.handle import truncate_layers; "
+            "uniarm_jax.save_pretrained(truncate_layers(uniarm_jax.load_pretrained(sys.argv[1], 'float32'), "
+            "int(sys.argv[2]), 0), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, a.model_dir, str(a.arm_layers), out_dir], check=True,
+                   env=dict(os.environ, PYTHONPATH=REPO))
 
 
 def cpu_main(a) -> dict:
+    t_start, load_start, user_env = time.perf_counter(), os.getloadavg(), dict(os.environ)
+    log = lambda m: print(f"[{time.perf_counter() - t_start:6.1f}s] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    tmp = tempfile.TemporaryDirectory(prefix="decode_bench_")
+    a.arm_dir = os.path.join(tmp.name, "arm")
+    make_arm(a, a.arm_dir)
+    log("ARM written; choosing torch's OpenMP wait policy")
+    omp = choose_omp_policy(a, a.arm_dir)
+    set_omp_policy(omp["used"])
+    log(f"OMP_WAIT_POLICY: {omp['used']} {omp.get('check_s', '')}")
+
     import jax
     import numpy as np
     import torch
@@ -177,100 +554,111 @@ def cpu_main(a) -> dict:
 
     import uniarm_jax
     from uniarm_jax.decode.rollout import _rollout
-    from uniarm_jax.hf.peft import export_merged
 
-    t_start = time.perf_counter()
-    n, L = a.new_tokens, a.prompt_len
-    base, arm = load_ours(a.model_dir, a.adapter_scale)
+    base, arm = load_ours(a.model_dir, a.arm_dir)
+    tbase, tarm = load_torch(a.model_dir, a.arm_dir)
     tokenizer = uniarm_jax.load_tokenizer(a.model_dir)
-    prompts = make_prompts(tokenizer, max(a.batches), L)
-    tmp = tempfile.TemporaryDirectory(prefix="decode_bench_")
-    a.merged_dir = os.path.join(tmp.name, "arm_merged")
-    export_merged(arm, a.merged_dir, pref=a.pref)
-    tbase, tarm = load_torch(a.model_dir, a.merged_dir)
+    prompts = make_prompts(tokenizer, max(a.batches), a.prompt_len)
+    log("models loaded; timing loads")
+    loads = time_loads(a)
 
-    out = {}
-    for b in a.batches:
-        rows = prompts[:b]
-        (ours_tok, first_ours, _), (torch_tok, first_torch, _) = (
-            clock(lambda: ours_generate(base, arm, rows, n, a.pref)),
-            clock(lambda: torch_generate(tbase, tarm, rows, n)))
-        cache_after_warmup = _rollout._cache_size()
-        ours_t, torch_t = [], []
-        for _ in range(a.repeats):
-            ours_t.append(clock(lambda: ours_generate(base, arm, rows, n, a.pref))[1:])
-            torch_t.append(clock(lambda: torch_generate(tbase, tarm, rows, n))[1:])
-        s = summary(ours_t, torch_t, 1.0)
-        out[f"batch_{b}"] = {
-            "rollout_s": s,
-            "tokens_per_s": {"ours": round(b * n / s["ours_median"], 1), "torch": round(b * n / s["torch_median"], 1),
-                             "ratio_ours_over_torch": round(s["torch_median"] / s["ours_median"], 3)},
-            "first_call_s": {"ours_trace_compile_run": round(first_ours, 3), "torch": round(first_torch, 3),
-                             "ours_compile_estimate": round(first_ours - s["ours_median"], 3)},
-            "greedy_agreement_ours_vs_torch": agreement(ours_tok, torch_tok),
-            "recompiled_during_repeats": _rollout._cache_size() != cache_after_warmup,
-        }
+    # the bound chains over both models' own matrices, at every batch (and at batch 1 for the bandwidth)
+    mats_b, mats_a = projection_matrices(base), projection_matrices(arm)
+    matrices = mats_b + mats_a
+    heads = {len(mats_b) - 1, len(matrices) - 1}
+    n_params = int(sum(m.size for m in matrices))
+    nbytes = lambda tree: int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))  # noqa: E731
+    norms = sum(nbytes(h.params[k]) for h in (base, arm) for k in ("norm",)) + sum(
+        nbytes(h.params["layers"][k]) for h in (base, arm) for k in ("input_layernorm", "post_attention_layernorm"))
+    cfg = base.config
+    slots = -(-a.prompt_len // a.bucket) * a.bucket + a.new_tokens
+    layers = cfg.num_hidden_layers + arm.config.num_hidden_layers
 
-    # the α grid for one prompt: one batched call of 11 rows vs 11 sequential batch-1 calls; the first
-    # call of each shape (batch 11, batch 1) compiles and is not timed with the rest
-    alphas = [round(0.1 * i, 1) for i in range(11)]
-    grid = [[x, round(1 - x, 1)] for x in alphas]
-    p0, gn = prompts[0], a.grid_new_tokens
-    batched = lambda: ours_generate(base, arm, [p0] * len(grid), gn, grid)  # noqa: E731
-    sequential = lambda: np.concatenate([ours_generate(base, arm, [p0], gn, g) for g in grid])  # noqa: E731
-    first_batched = clock(batched)[1]
-    first_single = clock(lambda: ours_generate(base, arm, [p0], gn, grid[0]))[1]
-    cache_before = _rollout._cache_size()
-    bt, st = [], []
-    for _ in range(a.grid_repeats):
-        tok_batched, *t = clock(batched)
-        bt.append(t)
-        tok_seq, *t = clock(sequential)
-        st.append(t)
-    med, bw_, sw_ = statistics.median, [t[0] for t in bt], [t[0] for t in st]
-    out["alpha_grid_11"] = {
-        "new_tokens": gn, "batched_s_median": round(med(bw_), 3),
-        "batched_s_min_max": [round(min(bw_), 3), round(max(bw_), 3)],
-        "sequential_s_median": round(med(sw_), 3), "sequential_s_min_max": [round(min(sw_), 3), round(max(sw_), 3)],
-        "speedup_batched_over_sequential": round(med(sw_) / med(bw_), 2),
-        "cpu_per_wall_batched_sequential": [round(sum(t[1] for t in bt) / sum(bw_), 2),
-                                            round(sum(t[1] for t in st) / sum(sw_), 2)],
-        "first_call_s": {"batched_trace_compile_run": round(first_batched, 3),
-                         "single_row_trace_compile_run": round(first_single, 3)},
-        "batched_equals_sequential": agreement(tok_batched, tok_seq),
-        "distinct_outputs_over_alpha": len({tuple(r) for r in tok_batched.tolist()}),
-        "recompiled_during_repeats": _rollout._cache_size() != cache_before,
-    }
+    def kv_bytes(b, length):  # k and v, every layer of both models, float32
+        return int(2 * layers * b * length * cfg.num_key_value_heads * cfg.head_dim * 4)
+
+    chains = {"jax": {b: make_chain(matrices, heads, b) for b in sorted({1, *a.batches})},
+              "torch": {b: make_torch_chain([tbase, tarm], b) for b in sorted({1, *a.batches})},
+              "bytes": n_params * 4, "params": n_params, "weights_bytes": n_params * 4 + norms,
+              "embedding_row_bytes": 2 * cfg.hidden_size * 4, "slots": slots, "prompt_len": a.prompt_len,
+              "batch_1_times": []}
+    if 1 not in a.batches:  # the bandwidth comes from the batch-1 chain
+        chains["jax"][1]()
+        chains["batch_1_times"] = [clock(chains["jax"][1])[1] for _ in range(max(3, a.repeats))]
+    log("steady state")
+    steady = steady_state(a, base, arm, tbase, tarm, prompts, chains, kv_bytes)
     compiled = _rollout._cache_size()
+    del tbase, tarm, chains, matrices, mats_a, mats_b
 
-    mem = {k: run_fresh([sys.executable, os.path.abspath(__file__), "--_probe", k, "--merged-dir", a.merged_dir]
-                        + a.forward_args) for k in PROBES}
+    log("whole processes")
+    mem = {k: run_fresh([sys.executable, os.path.abspath(__file__), "--_probe", k]) for k in PROBES}
+    proc = whole_process(a, tmp.name, user_env)
     tmp.cleanup()
 
-    def side(lib):
-        return memory_increment(mem[f"{lib}-import"], mem[f"{lib}-decode"], "decode")
+    def peak(side, lib):
+        p = max(r["peak_rss_mib"] for r in proc["runs"][side])
+        return {"import_baseline": mem[f"{lib}-import"]["peak"], "peak_whole_process": p,
+                "increment": round(p - mem[f"{lib}-import"]["peak"], 1),
+                "import_s_fresh_process": mem[f"{lib}-import"]["import_s"],
+                "torch_imported": mem[f"{lib}-import"]["torch_imported"]}
 
+    def fraction(b):
+        kind = "weight_streaming" if b == 1 else "projection_matmul"
+        r = steady[f"batch_{b}"]["bounds"][kind]
+        return {"bound": kind, "bound_tokens_per_s": r["bound_tokens_per_s"], "ours": r["fraction_ours"],
+                "torch": r["fraction_torch"], "goal": 0.8 if b == 1 else 0.7}
+    summary = {
+        **{f"batch_{b}": {**steady[f"batch_{b}"]["tokens_per_s"],
+                          "greedy_rows_identical": steady[f"batch_{b}"]["greedy_agreement_ours_vs_torch"][
+                              "rows_identical"],
+                          "fraction_of_bound": fraction(b)} for b in a.batches},
+        "whole_process_s": {"ours": proc["wall_s"]["ours"]["median"], "torch": proc["wall_s"]["torch"]["median"],
+                            "ratio_torch_over_ours": proc["ratio_torch_over_ours"], "goal": 2.0,
+                            "ours_cold_compile_cache": proc["ours_cold_cache_wall_s"],
+                            "rows_text_identical": f"{proc['outputs']['text_identical']}/{proc['outputs']['rows']}"},
+        "load_s": {"ours": loads["ours_s"]["median"], "torch": loads["torch_s"]["median"],
+                   "checkpoint_mb": loads["checkpoint_mb"]},
+    }
     return {
-        "meta": {"mode": "cpu", "jax": jax.__version__, "torch": torch.__version__,
+        "summary": summary,
+        "meta": {"mode": "cpu", "jax": jax.__version__, "numpy": np.__version__, "torch": torch.__version__,
                  "transformers": transformers.__version__, "device_kind": jax.devices()[0].device_kind,
                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "model_dir": a.model_dir,
-                 "models": "base SmolLM2-135M-Instruct + ARM = the same weights + MoSLoRA r=8 k=2 on q,k,v "
-                           f"(G, H, B ~ {a.adapter_scale}*N(0,1)), float32, EOS off",
-                 "pref": a.pref, "arm_weight": 1.0, "batches": a.batches, "prompt_len": L, "new_tokens": n,
-                 "repeats": a.repeats, "grid_repeats": a.grid_repeats,
+                 "torch_omp_wait_policy": omp,
+                 "loadavg_1_5_15_start_end": [list(load_start), list(os.getloadavg())],
+                 "setting": f"base SmolLM2-135M-Instruct ({cfg.num_hidden_layers} layers) + ARM = its first "
+                            f"{a.arm_layers} layers (truncate_layers, embedding/norm/tied head kept) saved as a plain "
+                            f"HF directory and loaded as a separate model; log_softmax(base) + {a.arm_weight} * "
+                            "log_softmax(arm), greedy, float32",
+                 "batches": a.batches, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats,
+                 "allocated_cache_slots": slots, "params_in_chain": n_params,
                  "wall_s": round(time.perf_counter() - t_start, 1), "rollout_compilations": compiled,
-                 "reference": "transformers LlamaForCausalLM base + ARM exported merged at pref (export_merged), "
-                              "own past_key_values each, python loop, log_softmax(base)+w*log_softmax(arm), "
-                              "greedy, logits_to_keep=1 on the prompt; n-1 decode forwards per model (ours runs n: "
-                              "its loop also advances both caches past the last token)",
-                 "timing": "rollout_s = wall seconds of one whole generate call (prefill + decode, host "
-                           "round trip included); tokens_per_s = batch*new_tokens / median"},
-        **out,
-        "peak_memory_mib": {"ours": side("jax"), "torch": side("torch"),
-                            "ratio_increment_ours_over_torch":
-                                round(side("jax")["increment"] / side("torch")["increment"], 3),
-                            "what": f"fresh process: load base + ARM, decode batch {max(a.batches)} once "
-                                    "(ours: compile included)"},
+                 "ours": "uniarm_jax.decode.guided_generate(base, [arm], prompts, n, arm_weights=[w]) with EOS off "
+                         "(base.config.eos_token_id=None), Sampler(0.0); one compiled while-loop rollout",
+                 "reference": "transformers LlamaForCausalLM base + ARM, own past_key_values each (DynamicCache), "
+                              "python loop, log_softmax(base)+w*log_softmax(arm), greedy, logits_to_keep=1 on the "
+                              "prompt, never stops; n-1 decode forwards per model (ours runs n: its loop also "
+                              "advances both caches past the last token)",
+                 "steady_state_method": "per_token = (median rollout(n) - median rollout(1)) / (n-1) per side, "
+                                        "repeats alternating ours_n, torch_n, ours_1, torch_1, chain_jax, "
+                                        "chain_torch; tokens_per_s = batch / per_token; pairwise min/max use each "
+                                        "repeat's own difference",
+                 "bounds_method": "chain = one jitted function of x @ W over every projection kernel of both models "
+                                  "(own arrays, model shapes) + each model's tied head x @ E.T, each input + "
+                                  "1e-6*sum(previous output); weight_streaming: bandwidth = chain bytes / batch-1 "
+                                  "chain time, bound = batch * bandwidth / (weights of both models read per step "
+                                  "[kernels, heads, norms, batch embedding rows] + KV cache read per step [2 x "
+                                  "layers of both x batch x allocated slots (prompt bucketed to 32 + n) x kv_heads x "
+                                  "head_dim x 4 B]); projection_matmul: bound = batch / chain time at that batch "
+                                  "(attention, cache, norms not counted); fraction = measured tok/s / bound; "
+                                  "torch_cross_check = the same chain in torch eager on torch's own weights "
+                                  "(F.linear); the torch cache figures are estimates (mean attended length)"},
+        "steady_state": steady,
+        "whole_process": proc,
+        "load": loads,
+        "peak_memory_mib": {"ours": peak("ours", "jax"), "torch": peak("torch", "torch"),
+                            "what": "peak RSS of the whole-process runs (load base + ARM, decode, write) beside a "
+                                    "fresh process that only imported the same stack"},
     }
 
 
@@ -337,8 +725,8 @@ def gpu_main(a) -> dict:
         try:
             prompts = rng.integers(3, vocab, (b, L)).tolist()
             pref = [[x, 1 - x] for x in np.linspace(0, 1, b)] if b > 1 else [0.3, 0.7]
-            full = lambda: ours_generate(base, arm, prompts, n, pref)  # noqa: E731
-            short = lambda: ours_generate(base, arm, prompts, 1, pref)  # noqa: E731
+            full = lambda: ours_generate(base, [arm], prompts, n, pref=pref)  # noqa: E731
+            short = lambda: ours_generate(base, [arm], prompts, 1, pref=pref)  # noqa: E731
             r["first_call_s"] = {"rollout_n": round(clock(full)[1], 2), "rollout_1": round(clock(short)[1], 2)}
             log(f"batch {b}: compiled, first calls {r['first_call_s']}")
             tf, ts = [], []
@@ -401,32 +789,41 @@ def main() -> None:
     p.add_argument("--model-dir", default=None, help="CPU: HF directory (default: prepare_smollm2())")
     p.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
     p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: CPU 32, GPU 128)")
-    p.add_argument("--new-tokens", type=int, default=None, help="generated tokens (default: CPU 16, GPU 64)")
+    p.add_argument("--new-tokens", type=int, default=64, help="generated tokens per steady-state rollout")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per side (default: CPU 3, GPU 5)")
-    p.add_argument("--grid-repeats", type=int, default=2, help="CPU: timed repeats of the α-grid comparison")
-    p.add_argument("--grid-new-tokens", type=int, default=None, help="CPU: generated tokens in the α-grid comparison "
-                   "(default: --new-tokens)")
-    p.add_argument("--pref", default="0.3,0.7", help="CPU: the fixed α of the ours-vs-torch comparison")
-    p.add_argument("--adapter-scale", type=float, default=0.1, help="CPU: std of the adapter's G, H, B")
-    p.add_argument("--merged-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--arm-layers", type=int, default=6, help="CPU: the ARM is the base's first this many layers")
+    p.add_argument("--arm-weight", type=float, default=0.5, help="CPU: the ARM's weight w")
+    p.add_argument("--bucket", type=int, default=32, help="CPU: ours' prompt-length bucket (for the cache bytes)")
+    p.add_argument("--process-prompts", type=int, default=16, help="CPU: prompts in the whole-process job")
+    p.add_argument("--process-new-tokens", type=int, default=64, help="CPU: max new tokens in the whole-process job")
+    p.add_argument("--process-batch", type=int, default=16, help="CPU: batch size in the whole-process job")
+    p.add_argument("--process-repeats", type=int, default=2, help="CPU: timed whole-process runs per side")
+    p.add_argument("--load-repeats", type=int, default=3, help="CPU: timed checkpoint loads per side")
+    p.add_argument("--torch-omp-wait-policy", choices=("auto", "default", "PASSIVE", "ACTIVE"), default="auto",
+                   help="CPU: OMP_WAIT_POLICY for torch (auto: the faster of default and PASSIVE, timed first)")
     p.add_argument("--_probe", choices=PROBES, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_omp_check", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--_torch_process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--arm-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--prompts", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    a.batches = [int(x) for x in a.batches.split(",")]
+    if a._probe:
+        return _probe(a._probe)
+    if a._torch_process:
+        return _torch_process(a)
     a.prompt_len = a.prompt_len or (128 if a.gpu else 32)
-    a.new_tokens = a.new_tokens or (64 if a.gpu else 16)
-    a.grid_new_tokens = a.grid_new_tokens or a.new_tokens
+    if a._omp_check:
+        return _omp_check(a)
+    a.batches = sorted(int(x) for x in a.batches.split(","))  # batch 1 first: its chain gives the bandwidth
     a.repeats = a.repeats or (5 if a.gpu else 3)
+    if a.new_tokens < 2:
+        p.error("--new-tokens must be at least 2 (the per-token time is a difference of n and 1 tokens)")
     if a.gpu:
         return print(json.dumps(gpu_main(a), indent=2))
-    a.pref = [float(x) for x in a.pref.split(",")]
     if a.model_dir is None:
         from uniarm_jax.hf.smollm2 import prepare_smollm2
         a.model_dir = prepare_smollm2(log=lambda m: print(m, file=sys.stderr))
-    a.forward_args = [f"--model-dir={a.model_dir}", f"--batches={','.join(map(str, a.batches))}",
-                      f"--prompt-len={a.prompt_len}", f"--new-tokens={a.new_tokens}",
-                      f"--pref={','.join(map(str, a.pref))}", f"--adapter-scale={a.adapter_scale}"]
-    if a._probe:
-        return _probe(a._probe, a)
     print(json.dumps(cpu_main(a), indent=2))
 
 

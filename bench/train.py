@@ -211,7 +211,8 @@ def gpu_main(a) -> dict:
     t0 = time.perf_counter()
     init = jax.jit(lambda key: Llama(cfg).init(key, jnp.zeros((1, 1), jnp.int32))["params"])
     params = jax.block_until_ready(jax.device_put(init(jax.random.key(0)),
-                                                  param_shardings(mesh, jax.eval_shape(init, jax.random.key(0)))))
+                                                  param_shardings(mesh, jax.eval_shape(init, jax.random.key(0)),
+                                                                 cfg.head_dim)))
     init_s = time.perf_counter() - t0
     n_params = count_params(params)
     n_matmul = n_params - vocab * h - (2 * n_layers + 1) * h  # minus the embedding lookup and the norms

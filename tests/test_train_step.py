@@ -32,7 +32,7 @@ def run_steps(handle, mesh, acfg, ocfg, batches, micro_batches=1, dropout=True):
     optimizer, _ = make_optimizer(1e-2, 1, 10, 0.05, 1.0)
     steps = ArmSteps(handle.config, acfg, ocfg, optimizer, mesh, micro_batches)
     state = init_state(arm.adapter, optimizer)
-    params = jax.device_put(handle.params, param_shardings(mesh, handle.params))
+    params = jax.device_put(handle.params, param_shardings(mesh, handle.params, handle.config.head_dim))
     losses = []
     for batch in batches:
         batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()}, steps.batch_sharding)

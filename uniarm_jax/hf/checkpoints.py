@@ -172,7 +172,7 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
     tensors = TensorIndex(hf_dir)
     shapes = param_shapes(cfg)
     check_tensors(tensors, cfg, shapes, ignore)
-    shardings = param_shardings(mesh, shapes) if mesh is not None else None
+    shardings = param_shardings(mesh, shapes, cfg.head_dim) if mesh is not None else None
     dtype = np.dtype(jnp.dtype(cfg.param_dtype))
 
     def load(path, leaf, sharding):

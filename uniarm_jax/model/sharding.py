@@ -83,28 +83,30 @@ def param_logical_axes(path: str) -> tuple:
     return PARAM_AXES[path]
 
 
-def logical_sharding(mesh: Mesh, logical: tuple, shape: tuple) -> NamedSharding:
+def logical_sharding(mesh: Mesh, logical: tuple, shape: tuple, head_dim: int | None = None) -> NamedSharding:
     """NamedSharding of an array with these logical axes. A mesh axis that does not divide its
-    dimension (e.g. 3 kv heads over 2 tensor devices) is dropped for that dimension: replication is
-    always correct, uneven splits are not always supported."""
+    dimension is dropped for that dimension: replication is always correct, uneven splits are not
+    always supported. The fused `heads` / `kv_heads` dimensions (`heads · head_dim`) count in whole
+    heads: 9 heads (576 = 9 · 64) over 2 tensor devices stay replicated, never 4.5 heads a device."""
     spec, used = [], set()
     for name, dim in zip(logical, shape):
         rule = LOGICAL_RULES[name]
         axes = () if rule is None else (rule,) if isinstance(rule, str) else rule
+        units = dim // head_dim if name in ("heads", "kv_heads") and head_dim else dim
         kept = []
         for axis in axes:
             size = mesh.shape[axis]
-            if axis not in used and dim % (size * int(np.prod([mesh.shape[a] for a in kept]))) == 0:
+            if axis not in used and units % (size * int(np.prod([mesh.shape[a] for a in kept]))) == 0:
                 kept.append(axis)
         used.update(kept)
         spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
     return NamedSharding(mesh, P(*spec))
 
 
-def param_shardings(mesh: Mesh, shapes) -> dict:
-    """A pytree of NamedShardings matching a pytree of parameter shapes."""
+def param_shardings(mesh: Mesh, shapes, head_dim: int) -> dict:
+    """A pytree of NamedShardings matching a pytree of parameter shapes (heads kept whole)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: logical_sharding(mesh, param_logical_axes(path_str(path)), x.shape), shapes)
+        lambda path, x: logical_sharding(mesh, param_logical_axes(path_str(path)), x.shape, head_dim), shapes)
 
 
 def batch_sharding(mesh: Mesh, shape: tuple) -> NamedSharding:

@@ -100,7 +100,7 @@ class ArmSteps:
 
     # compiled entry points (built on first use, when the trees' structures are known) -------------
     def _shardings(self, state, params):
-        return (jax.tree.map(lambda _: self.replicated, state), param_shardings(self.mesh, params),
+        return (jax.tree.map(lambda _: self.replicated, state), param_shardings(self.mesh, params, self.cfg.head_dim),
                 self.batch_sharding, self.replicated)
 
     @functools.cached_property
