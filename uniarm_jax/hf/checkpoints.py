@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from uniarm_jax.errors import CheckpointError, MissingFileError
-from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors
+from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors, sliced_shape
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.llama import param_shapes
 from uniarm_jax.model.projections import PROJECTIONS
@@ -93,6 +93,9 @@ class TensorIndex:
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         return self._where[name].read(name, index)
 
+    def read_into(self, name: str, index: tuple, out: np.ndarray, transpose: bool = False) -> None:
+        self._where[name].read_into(name, index, out, transpose)
+
 
 def _read_weight_map(index_path: str) -> dict:
     with open(index_path) as f:
@@ -137,6 +140,10 @@ class _TorchBinFile:
             return t.view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
         return t.numpy().copy()
 
+    def read_into(self, name, index, out, transpose=False):
+        part = self.read(name, index)
+        out[...] = part.T if transpose else part
+
 
 def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict, ignore: str | None = None) -> None:
     """Refuses a checkpoint with a missing, unexpected or mis-shaped tensor, naming it and both shapes.
@@ -166,14 +173,28 @@ def check_tensors(tensors: TensorIndex, cfg: LlamaConfig, shapes: dict, ignore: 
                                   f"the config expects {shape}")
 
 
+def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised host array on a 64-byte boundary, which a CPU device can use without a copy."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = None) -> dict:
     """Our parameter tree from an HF directory, each array placed in its sharding on `mesh`
-    (or on the default device), in `cfg.param_dtype`. `ignore`: see `check_tensors`."""
+    (or on the default device), in `cfg.param_dtype`. `ignore`: see `check_tensors`.
+
+    Each device reads only its own shard, and each shard is one copy out of the page cache (the
+    transpose and the dtype cast happen in that copy); on a lone CPU device the array it fills becomes
+    the device array itself (DLPack, no second copy)."""
     tensors = TensorIndex(hf_dir)
     shapes = param_shapes(cfg)
     check_tensors(tensors, cfg, shapes, ignore)
     shardings = param_shardings(mesh, shapes, cfg.head_dim) if mesh is not None else None
     dtype = np.dtype(jnp.dtype(cfg.param_dtype))
+    # DLPack takes the host arrays as they are (no bfloat16: that dtype is not in its list)
+    zero_copy = mesh is None and jax.devices()[0].platform == "cpu" and dtype != jnp.bfloat16
 
     def load(path, leaf, sharding):
         names, transposed = hf_tensor_names(path, cfg), _transposed(path)
@@ -183,12 +204,15 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
             index = tuple(index) + (slice(None),) * (len(leaf.shape) - len(index))
             layer_index, inner = (index[0], index[1:]) if stacked else (slice(None), index)
             hf_index = tuple(reversed(inner)) if transposed else inner
-            parts = []
-            for name in (names[layer_index] if stacked else names):
-                part = tensors.read(name, hf_index)
-                parts.append((part.T if transposed else part).astype(dtype))
-            return np.stack(parts) if stacked else parts[0]
+            out = _aligned_empty(sliced_shape(leaf.shape, index), dtype)
+            if not stacked:
+                tensors.read_into(names[0], hf_index, out, transposed)
+            for j, name in enumerate(names[layer_index] if stacked else []):
+                tensors.read_into(name, hf_index, out[j], transposed)
+            return out
 
+        if zero_copy:
+            return jax.dlpack.from_dlpack(read(()))
         if sharding is None:
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         return jax.make_array_from_callback(leaf.shape, sharding, read)

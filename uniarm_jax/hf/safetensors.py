@@ -86,14 +86,30 @@ class SafetensorsFile:
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         """A copy of `tensor[index]`; only the pages that hold the slice are touched."""
         entry = self._entries[name]
+        shape, dtype = tuple(entry["shape"]), _DTYPES[entry["dtype"]]
+        out = np.empty(sliced_shape(shape, index), dtype)
+        self.read_into(name, index, out)
+        return out
+
+    def read_into(self, name: str, index: tuple, out: np.ndarray, transpose: bool = False) -> None:
+        """`tensor[index]` (transposed if asked, cast to `out`'s dtype) written straight into `out`: the
+        one copy a load needs, from the page cache to the array the device uses."""
+        entry = self._entries[name]
         start, end = entry["data_offsets"]
         shape, dtype = tuple(entry["shape"]), _DTYPES[entry["dtype"]]
         if end == start:
-            return np.zeros(shape, dtype)[index]
+            out[...] = 0
+            return
         view = np.memmap(self.path, dtype=dtype, mode="r", offset=self._data_start + start, shape=shape)
-        out = np.array(view[index])
-        del view  # unmap now, so host memory holds only the slice
-        return out
+        part = view[index]
+        out[...] = part.T if transpose else part
+        del view, part  # unmap now, so host memory holds only `out`
+
+
+def sliced_shape(shape: tuple, index: tuple) -> tuple:
+    """The shape of `array[index]` for an index of ints and slices (ints drop their dimension)."""
+    index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    return tuple(len(range(*i.indices(n))) for i, n in zip(index, shape) if isinstance(i, slice))
 
 
 def save_safetensors(path: str, tensors: Iterable[tuple[str, tuple, np.dtype, Callable[[], np.ndarray]]],
