@@ -111,3 +111,17 @@ def test_a_second_run_loads_its_programs_from_the_persistent_cache(setup, tmp_pa
         seconds.append(float(m.group(2)))
     assert os.listdir(tmp_path / "compiled")
     assert seconds[1] < 1.0 and seconds[1] < seconds[0], seconds
+
+
+def test_an_arm_with_the_base_tokenizer_file_is_not_loaded_twice(setup, tmp_path, monkeypatch):
+    """A plain-HF ARM whose tokenizer.json is the base's byte for byte shares its tokenizer: the
+    check needs no second tokenizer load (seconds of a `uniarm sample` process)."""
+    import uniarm_jax.decode.guides as guides
+
+    root, base, _ = setup
+    uniarm_jax.save_pretrained(base, str(tmp_path / "full_arm"))  # copies the tokenizer files
+    monkeypatch.setattr(guides, "load_tokenizer", lambda path: pytest.fail(f"loaded the tokenizer of {path}"))
+    res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "full_arm", "--arm-weight", 0.5,
+                        "--prompts", root / "prompts.jsonl", "--out", tmp_path / "o.jsonl", "--max-new-tokens", 3,
+                        "--template", "raw")
+    assert res.returncode == 0, res.stderr

@@ -7,9 +7,8 @@ scan's stacked cache output made XLA copy the whole cache several times per toke
 weights are their own arrays, made once per model (`decode_weights`), every layer's K and V are their
 own buffers in the loop carry, updated in place with one `dynamic_update_slice`, and the layers run one
 after another through the very `DecoderLayer` module of the full forward (so both compute the same
-thing; the tests check it against the full forward). The layout also concatenates the kernels of
-projections that read the same input (q, k, v; gate, up: `projections.FUSED`): at batch 1 a step is
-a chain of matrix-vector products, and fewer, larger ones stream the weights faster.
+thing; the tests check it against the full forward). Each layer is its own small jitted function,
+so the rollout traces one layer per model, not every layer (XLA inlines it when the rollout compiles).
 """
 
 from __future__ import annotations
@@ -22,43 +21,28 @@ import jax.numpy as jnp
 
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.llama import DecoderLayer, Linear, RMSNorm, cached_positions_and_mask, output_logits
-from uniarm_jax.model.projections import BY_NAME, FUSED
-
-FUSE = True  # concatenate the kernels of projections.FUSED in the decode layout
 
 # id of a stacked leaf -> that tree laid out per layer; dropped with the tree
 _LAYOUTS: dict[int, tuple] = {}
 
 
-def split_layers(tree: dict | None, num_layers: int, fuse: bool = False) -> tuple | None:
+def split_layers(tree: dict | None, num_layers: int) -> tuple | None:
     """The layer-stacked tree `{"layers": {...: [L, ...]}}` as one tree per layer (separate arrays),
-    made once per tree: a base and the ARMs on it share one layout of the base's weights. `fuse`
-    concatenates the kernels (and biases) of each group of `projections.FUSED`."""
+    made once per tree: a base and the ARMs on it share one layout of the base's weights."""
     if tree is None:
         return None
     stacked = jax.tree.leaves(tree["layers"])[0]  # the layout holds its slices, never it: it may die
-    key = (id(stacked), fuse)
+    key = id(stacked)
     if key not in _LAYOUTS:
-        _LAYOUTS[key] = _unstack(tree["layers"], num_layers, fuse)
+        _LAYOUTS[key] = _unstack(tree["layers"], num_layers)
         weakref.finalize(stacked, _LAYOUTS.pop, key, None)
     return _LAYOUTS[key]
 
 
-def _fused(layer: dict) -> dict:
-    """One layer's weights with each group of `projections.FUSED` as one kernel `[d_in, sum d_out]`."""
-    layer = {group: dict(params) for group, params in layer.items()}
-    for fused, names in FUSED.items():
-        group = BY_NAME[names[0]].group
-        parts = [layer[group].pop(n) for n in names]
-        layer[group][fused] = {leaf: jnp.concatenate([p[leaf] for p in parts], axis=-1) for leaf in parts[0]}
-    return layer
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _unstack(layers: dict, num_layers: int, fuse: bool) -> tuple:
+@functools.partial(jax.jit, static_argnums=1)
+def _unstack(layers: dict, num_layers: int) -> tuple:
     """One compiled program (not one per slice) whose outputs are separate per-layer buffers."""
-    per_layer = [jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num_layers)]
-    return tuple(_fused(layer) if fuse else layer for layer in per_layer)
+    return tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num_layers))
 
 
 def decode_weights(handle) -> dict:
@@ -66,10 +50,8 @@ def decode_weights(handle) -> dict:
     its adapter's. The per-layer copies are weights-sized (the stacked tree stays the handle's, for the
     full forward and training)."""
     n = handle.config.num_hidden_layers
-    # fused kernels would mix q's and k/v's shardings under tensor parallelism: there each stays whole
-    fuse = FUSE and (handle.mesh is None or handle.mesh.shape["tensor"] == 1)
     return {"top": {k: v for k, v in handle.params.items() if k != "layers"},
-            "layers": split_layers(handle.params, n, fuse), "adapter": split_layers(handle.adapter, n)}
+            "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n)}
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
@@ -86,6 +68,17 @@ def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
     }
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _layer(cfg, acfg, params, adapter, cache, x, positions, mask, index, pref):
+    """One decoder layer on its weights and cache. A function of its own, so that the rollout traces
+    one layer per model shape, not every layer (it is inlined when the rollout compiles)."""
+    variables = {"params": params, "cache": {"self_attn": cache}}
+    if adapter is not None:
+        variables["adapter"] = adapter
+    (x, _), state = DecoderLayer(cfg, acfg).apply(variables, x, positions, mask, index, pref, mutable=["cache"])
+    return x, state["cache"]["self_attn"]
+
+
 def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None):
     """Appends a chunk (the left-padded prompt, or one token per row) to `cache` and returns the float32
     logits of each row's last position `[batch, vocab]` and the new cache."""
@@ -94,13 +87,11 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
     top, dtype = weights["top"], jnp.dtype(cfg.dtype)
     embedding = top["embed_tokens"]["embedding"].astype(dtype)
     x = jnp.take(embedding, input_ids, axis=0)
-    layer, layers = DecoderLayer(cfg, acfg, fused="qkv_proj" in weights["layers"][0]["self_attn"]), []
+    layers = []
     for i, params in enumerate(weights["layers"]):
-        variables = {"params": params, "cache": {"self_attn": cache["layers"][i]}}
-        if weights["adapter"] is not None:
-            variables["adapter"] = weights["adapter"][i]
-        (x, _), state = layer.apply(variables, x, positions, mask, index, pref, mutable=["cache"])
-        layers.append(state["cache"]["self_attn"])
+        adapter = None if weights["adapter"] is None else weights["adapter"][i]
+        x, layer_cache = _layer(cfg, acfg, params, adapter, cache["layers"][i], x, positions, mask, index, pref)
+        layers.append(layer_cache)
     x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
     head = None if cfg.tie_word_embeddings else \
         (lambda h: Linear(cfg.vocab_size, cfg).apply({"params": top["lm_head"]}, h))

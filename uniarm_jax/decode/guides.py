@@ -36,6 +36,16 @@ def load_arm(path: str, base, dtype: str, mesh=None):
                           "Face model directory (config.json)")
 
 
+def same_tokenizer_files(a: str, b: str) -> bool:
+    """Both directories hold a byte-identical `tokenizer.json`: one tokenizer, nothing to load to know
+    it (a truncated or fine-tuned ARM usually carries its base's file)."""
+    files = [os.path.join(d, "tokenizer.json") for d in (a, b)]
+    if not all(os.path.isfile(f) for f in files) or os.path.getsize(files[0]) != os.path.getsize(files[1]):
+        return False
+    with open(files[0], "rb") as fa, open(files[1], "rb") as fb:
+        return fa.read() == fb.read()
+
+
 def check_tokenizers_agree(base_tok, arm_tok, arm_dir: str) -> None:
     """Every base token must have the same id in the ARM's vocabulary (the ARM may have extra tokens)."""
     arm_vocab = arm_tok.get_vocab()
@@ -54,7 +64,7 @@ def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=Non
     arms = []
     for path in paths:
         arm, arm_base_dir = load_arm(path, base, dtype, mesh)
-        if not _same_dir(arm_base_dir, base.path):
+        if not _same_dir(arm_base_dir, base.path) and not same_tokenizer_files(base.path, arm_base_dir):
             check_tokenizers_agree(tokenizer, load_tokenizer(arm_base_dir), path)
         arms.append(arm)
     return arms, weights

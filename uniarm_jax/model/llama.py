@@ -14,6 +14,7 @@ reproduces the full forward.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -93,20 +94,12 @@ class Embedding(nn.Module):
                           jnp.dtype(self.cfg.param_dtype))
 
 
-def _adapter_delta(module: nn.Module, features: int, acfg: AdapterConfig, x, pref, deterministic: bool):
-    """The adapter's delta of the projection `module` is (or stands for): its weights are the variable
-    `acfg.kind` of `module` in the `adapter` collection, so the frozen `params` never see them."""
-    weights = module.variable("adapter", acfg.kind,
-                              lambda: adapters.init(module.make_rng("adapter"), x.shape[-1], features, acfg))
-    rng = None if deterministic or acfg.dropout == 0 else module.make_rng("dropout")
-    return adapters.apply(weights.value, x, pref, acfg, rng)
-
-
 class Linear(nn.Module):
     """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
 
-    If its name is an adapter target, the adapter's delta is added. A `bias` exists only in merged
-    trees (MoSLoRA's shift at a fixed α); the Llama itself has none.
+    If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
+    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
+    shift at a fixed α); the Llama itself has none.
     """
 
     features: int
@@ -128,54 +121,31 @@ class Linear(nn.Module):
             y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
         acfg = self.adapter
         if acfg is not None and self.name in acfg.targets:
-            y = y + _adapter_delta(self, self.features, acfg, x, pref, self.deterministic).astype(dtype)
+            weights = self.variable("adapter", acfg.kind,
+                                    lambda: adapters.init(self.make_rng("adapter"), d_in, self.features, acfg))
+            rng = None if self.deterministic or acfg.dropout == 0 else self.make_rng("dropout")
+            y = y + adapters.apply(weights.value, x, pref, acfg, rng).astype(dtype)
         return y
-
-
-class AdapterDelta(nn.Module):
-    """Only the adapter delta of one projection, named as that projection: the fused decode layout
-    computes the frozen part of several projections in one matmul (`project`)."""
-
-    features: int
-    adapter: AdapterConfig
-    deterministic: bool = True
-
-    @nn.compact
-    def __call__(self, x, pref):
-        return _adapter_delta(self, self.features, self.adapter, x, pref, self.deterministic)
-
-
-def project(x, pref, features: dict, cfg: LlamaConfig, acfg: AdapterConfig | None, deterministic: bool,
-            fused: str | None = None) -> list:
-    """`x` through each projection `name -> features` (inside a module's compact call). With `fused`
-    (a name of `projections.FUSED`), the frozen kernels are one concatenated `fused` kernel (the decode
-    layout) and each adapted projection adds its own delta."""
-    frozen = acfg is not None
-    if fused is None:
-        return [Linear(f, cfg, acfg, deterministic, frozen, name=n)(x, pref) for n, f in features.items()]
-    y = Linear(sum(features.values()), cfg, frozen=frozen, name=fused)(x)
-    outs = jnp.split(y, np.cumsum(list(features.values()))[:-1], axis=-1)
-    return [out + AdapterDelta(f, acfg, deterministic, name=n)(x.astype(out.dtype), pref).astype(out.dtype)
-            if acfg is not None and n in acfg.targets else out for out, (n, f) in zip(outs, features.items())]
 
 
 class Attention(nn.Module):
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
     deterministic: bool = True
-    fused: bool = False   # q, k, v as one kernel (the decode layout)
 
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
-        cfg, acfg, det = self.cfg, self.adapter, self.deterministic
+        cfg = self.cfg
         b, length, _ = x.shape
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q, k, v = project(x, pref, {"q_proj": h * d, "k_proj": kv * d, "v_proj": kv * d}, cfg, acfg, det,
-                          "qkv_proj" if self.fused else None)
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
+        k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
+        v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
         inv_freq = rope_inv_freq(cfg)
-        q = apply_rope(q.reshape(b, length, h, d), positions, inv_freq)
-        k = apply_rope(k.reshape(b, length, kv, d), positions, inv_freq)
-        v = v.reshape(b, length, kv, d)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
 
         if self.has_variable("cache", "k"):
             # Decode mode: write this chunk at slot `cache_index`, attend over the whole cache.
@@ -194,38 +164,36 @@ class Attention(nn.Module):
         scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h * d)
-        return Linear(cfg.hidden_size, cfg, acfg, det, acfg is not None, name="o_proj")(out, pref)
+        return proj(cfg.hidden_size, name="o_proj")(out, pref)
 
 
 class MLP(nn.Module):
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
     deterministic: bool = True
-    fused: bool = False   # gate and up as one kernel (the decode layout)
 
     @nn.compact
     def __call__(self, x, pref):
-        cfg, acfg, det = self.cfg, self.adapter, self.deterministic
-        f = cfg.intermediate_size
-        gate, up = project(x, pref, {"gate_proj": f, "up_proj": f}, cfg, acfg, det,
-                           "gate_up_proj" if self.fused else None)
-        return Linear(cfg.hidden_size, cfg, acfg, det, acfg is not None, name="down_proj")(nn.silu(gate) * up, pref)
+        cfg = self.cfg
+        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
+                                 frozen=self.adapter is not None)
+        gate = proj(cfg.intermediate_size, name="gate_proj")(x, pref)
+        up = proj(cfg.intermediate_size, name="up_proj")(x, pref)
+        return proj(cfg.hidden_size, name="down_proj")(nn.silu(gate) * up, pref)
 
 
 class DecoderLayer(nn.Module):
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
     deterministic: bool = True
-    fused: bool = False   # the decode layout's concatenated kernels (projections.FUSED)
 
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
         cfg, acfg, det = self.cfg, self.adapter, self.deterministic
         frozen = acfg is not None
-        x = x + Attention(cfg, acfg, det, self.fused, name="self_attn")(
+        x = x + Attention(cfg, acfg, det, name="self_attn")(
             RMSNorm(cfg, frozen, name="input_layernorm")(x), positions, mask, cache_index, pref)
-        x = x + MLP(cfg, acfg, det, self.fused, name="mlp")(
-            RMSNorm(cfg, frozen, name="post_attention_layernorm")(x), pref)
+        x = x + MLP(cfg, acfg, det, name="mlp")(RMSNorm(cfg, frozen, name="post_attention_layernorm")(x), pref)
         return x, None
 
 

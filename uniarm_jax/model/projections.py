@@ -36,8 +36,5 @@ PROJECTIONS = (
 )
 BY_NAME = {p.name: p for p in PROJECTIONS}
 NAMES = tuple(BY_NAME)
-# Projections of the same input that decoding computes as one matmul over concatenated kernels (the
-# decode layout, decode/engine.py): one pass over x and one larger matrix instead of several.
-FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 # The config.json flag that says a group's projections carry biases (merged MoSLoRA exports only).
 BIAS_FLAGS = {"self_attn": "attention_bias", "mlp": "mlp_bias"}
