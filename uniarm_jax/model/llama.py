@@ -14,7 +14,6 @@ reproduces the full forward.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
@@ -128,18 +127,24 @@ class Linear(nn.Module):
         return y
 
 
-class Attention(nn.Module):
+class Block(nn.Module):
+    """A part of a decoder layer: the config, the adapter injected into its projections (their base
+    weights then frozen), and whether adapter dropout is off."""
+
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
     deterministic: bool = True
 
+    def projection(self, features: int, name: str) -> Linear:
+        return Linear(features, self.cfg, self.adapter, self.deterministic, self.adapter is not None, name=name)
+
+
+class Attention(Block):
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
-        cfg = self.cfg
+        cfg, proj = self.cfg, self.projection
         b, length, _ = x.shape
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
-                                 frozen=self.adapter is not None)
         q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
         k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
         v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
@@ -167,26 +172,16 @@ class Attention(nn.Module):
         return proj(cfg.hidden_size, name="o_proj")(out, pref)
 
 
-class MLP(nn.Module):
-    cfg: LlamaConfig
-    adapter: AdapterConfig | None = None
-    deterministic: bool = True
-
+class MLP(Block):
     @nn.compact
     def __call__(self, x, pref):
-        cfg = self.cfg
-        proj = functools.partial(Linear, cfg=cfg, adapter=self.adapter, deterministic=self.deterministic,
-                                 frozen=self.adapter is not None)
+        cfg, proj = self.cfg, self.projection
         gate = proj(cfg.intermediate_size, name="gate_proj")(x, pref)
         up = proj(cfg.intermediate_size, name="up_proj")(x, pref)
         return proj(cfg.hidden_size, name="down_proj")(nn.silu(gate) * up, pref)
 
 
-class DecoderLayer(nn.Module):
-    cfg: LlamaConfig
-    adapter: AdapterConfig | None = None
-    deterministic: bool = True
-
+class DecoderLayer(Block):
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
         cfg, acfg, det = self.cfg, self.adapter, self.deterministic
