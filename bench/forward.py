@@ -76,11 +76,13 @@ def main() -> None:
     from transformers import LlamaForCausalLM
 
     from uniarm_jax import load_pretrained
-    from uniarm_jax.model.llama import Llama, init_cache
+    from uniarm_jax.decode import engine
+    from uniarm_jax.model.llama import Llama
 
     B, L, N, R = args.batch, args.prompt_len, args.steps, args.repeats
     handle = load_pretrained(args.model_dir, dtype="float32")
     cfg, params, model = handle.config, handle.params, Llama(handle.config)
+    weights = engine.decode_weights(handle)  # the decode engine's per-layer layout
     ref = LlamaForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
 
     rng = np.random.default_rng(0)
@@ -92,14 +94,16 @@ def main() -> None:
     t_steps = [torch.from_numpy(t.astype(np.int64)) for t in step_ids]
 
     @jax.jit
-    def prefill(params, ids, mask):
-        cache = init_cache(cfg, ids.shape[0], ids.shape[1] + N)
-        logits, state = model.apply({"params": params, "cache": cache}, ids, mask, mutable=["cache"])
-        return logits, state["cache"]
+    def prefill(params, ids, mask):  # the full forward, every position's logits (as torch's prefill)
+        return model.apply({"params": params}, ids, mask)
 
-    def step(params, cache, token, mask):  # the cache is donated: XLA may update it in place
-        logits, state = model.apply({"params": params, "cache": cache}, token, mask, mutable=["cache"])
-        return logits[:, -1], state["cache"]
+    @jax.jit
+    def cache_prefill(weights, ids, mask):  # the engine's prefill: the cache the decode steps start from
+        cache = engine.init_cache(cfg, ids.shape[0], ids.shape[1] + N)
+        return engine.forward(cfg, None, weights, cache, ids, mask)[1]
+
+    def step(weights, cache, token, mask):  # the cache is donated: XLA updates it in place
+        return engine.forward(cfg, None, weights, cache, token, mask)
     decode_step = jax.jit(step, donate_argnums=(1,))
 
     def torch_prefill():
@@ -107,7 +111,7 @@ def main() -> None:
 
     with torch.inference_mode():
         # Warm-up (XLA compiles, torch's first-call allocations) and the agreement check.
-        ours_logits = jax.block_until_ready(prefill(params, j_ids, j_mask))[0]
+        ours_logits = jax.block_until_ready(prefill(params, j_ids, j_mask))
         prefill_diff = float(np.max(np.abs(np.asarray(ours_logits) - torch_prefill().logits.numpy())))
 
         # 1. prefill, ours and torch alternating.
@@ -118,14 +122,14 @@ def main() -> None:
 
         # 2. decode: per repeat, copies of the prefilled caches, then N one-token steps, ours and torch
         # alternating step by step. Repeat 0 is a warm-up (it compiles the step).
-        cache0 = jax.block_until_ready(prefill(params, j_ids, j_mask))[1]
+        cache0 = jax.block_until_ready(cache_prefill(weights, j_ids, j_mask))
         past0 = torch_prefill().past_key_values
         ours_dec, torch_dec = [], []
         for r in range(R + 1):
             cache, past = jax.tree.map(jnp.copy, cache0), copy.deepcopy(past0)
             for j_tok, t_tok in zip(j_steps, t_steps):
                 (ours_last, cache), *t_ours = clock(
-                    lambda: jax.block_until_ready(decode_step(params, cache, j_tok, j_one)))
+                    lambda: jax.block_until_ready(decode_step(weights, cache, j_tok, j_one)))
                 out, *t_torch = clock(lambda: ref(input_ids=t_tok, past_key_values=past, use_cache=True))
                 past = out.past_key_values  # the same DynamicCache, grown in place
                 if r:
