@@ -83,6 +83,7 @@ def sample(args, log=print) -> dict:
         f"{summary['tokens_per_s_without_compile']:.1f} tokens/s without")
     return summary
 
+
 def register(sub) -> None:
     p = sub.add_parser("sample", help="guided generation: base + ARM(s) under preference vectors")
     p.add_argument("--base", required=True, help="Hugging Face directory of the frozen base")

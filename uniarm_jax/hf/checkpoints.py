@@ -205,10 +205,11 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
             layer_index, inner = (index[0], index[1:]) if stacked else (slice(None), index)
             hf_index = tuple(reversed(inner)) if transposed else inner
             out = _aligned_empty(sliced_shape(leaf.shape, index), dtype)
-            if not stacked:
+            if stacked:
+                for j, name in enumerate(names[layer_index]):
+                    tensors.read_into(name, hf_index, out[j], transposed)
+            else:
                 tensors.read_into(names[0], hf_index, out, transposed)
-            for j, name in enumerate(names[layer_index] if stacked else []):
-                tensors.read_into(name, hf_index, out[j], transposed)
             return out
 
         if zero_copy:

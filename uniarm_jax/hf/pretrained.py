@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 
+from uniarm_jax import defaults
 from uniarm_jax.errors import ConfigError, MissingFileError
 from uniarm_jax.hf.checkpoints import export_hf, load_params
 from uniarm_jax.model.config import DTYPES, LlamaConfig
 from uniarm_jax.model.handle import ModelHandle
 
 
-def load_pretrained(hf_dir: str, dtype: str = "float32", mesh=None, compute_dtype: str | None = None,
+def load_pretrained(hf_dir: str, dtype: str = defaults.DTYPE, mesh=None, compute_dtype: str | None = None,
                     remat: bool = False) -> ModelHandle:
     """Loads `hf_dir` (config.json + safetensors) with weights in `dtype`, sharded over `mesh` if given.
 
