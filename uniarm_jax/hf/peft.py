@@ -7,14 +7,12 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from uniarm_jax.hf.checkpoints import export_hf
 from uniarm_jax.hf.safetensors import save_safetensors
 from uniarm_jax.model import adapters
 from uniarm_jax.model.arm import adapted, merge_adapter, single_pref
-from uniarm_jax.model.projections import BIAS_FLAGS, PROJECTIONS
 
 
 def export_peft(handle, out_dir: str, pref=None) -> None:
@@ -51,18 +49,8 @@ def export_peft(handle, out_dir: str, pref=None) -> None:
 
 
 def export_merged(handle, out_dir: str, pref=None, dtype: str | None = None) -> None:
-    """A Hugging Face directory with the adapter merged at α. A MoSLoRA shift becomes a bias: the
-    directory then says `attention_bias` / `mlp_bias` true (zero biases on untargeted projections),
-    which transformers loads; this project's own loader refuses biases, as for any biased Llama."""
+    """A Hugging Face directory with the adapter merged at α. A MoSLoRA shift becomes a bias, declared
+    by the family's flag (a Llama's `attention_bias` / `mlp_bias`, zeros where nothing was adapted),
+    which transformers and this project's loader both load."""
     merged = merge_adapter(handle, pref)
-    params = merged.params
-    overrides = {}
-    for group, flag in BIAS_FLAGS.items():
-        layers = params["layers"][group]
-        names = [p.name for p in PROJECTIONS if p.group == group]
-        if any("bias" in layers[n] for n in names):
-            overrides[flag] = True
-            for n in names:
-                kernel = layers[n]["kernel"]
-                layers[n].setdefault("bias", jnp.zeros(kernel.shape[::2], kernel.dtype))
-    export_hf(params, merged.config, out_dir, dtype=dtype, hf_overrides=overrides)
+    export_hf(merged.params, merged.config, out_dir, dtype=dtype)

@@ -1,4 +1,6 @@
 """Flax Linen Llama: embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+The Llama-family variants are switches of its config (docs/design.md §2): projection biases (Qwen2),
+q/k norms per head (Qwen3), a sliding window (Mistral).
 
 Variable collections (docs/design.md): `params` holds the frozen base weights, `adapter` an ARM's
 adapter, `cache` a layer's KV cache. The full forward stacks the decoder layers with `nn.scan`, so
@@ -97,8 +99,8 @@ class Linear(nn.Module):
     """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
 
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
-    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
-    shift at a fixed α); the Llama itself has none.
+    collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
+    q/k/v) and in merged trees (MoSLoRA's shift at a fixed α).
     """
 
     features: int
@@ -116,8 +118,9 @@ class Linear(nn.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         x = x.astype(dtype)
         y = jnp.dot(x, kernel.astype(dtype))
-        if self.has_variable("params", "bias"):
-            y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
+        if self.name in self.cfg.biases or self.has_variable("params", "bias"):
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.dtype(self.cfg.param_dtype))
+            y = y + _frozen(bias, self.frozen).astype(dtype)
         acfg = self.adapter
         if acfg is not None and self.name in acfg.targets:
             weights = self.variable("adapter", acfg.kind,
@@ -148,6 +151,10 @@ class Attention(Block):
         q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
         k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
         v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
+        if cfg.qk_norm:  # Qwen3: every head RMS-normalised over head_dim, before RoPE
+            frozen = self.adapter is not None
+            q = RMSNorm(cfg, frozen, name="q_norm")(q)
+            k = RMSNorm(cfg, frozen, name="k_norm")(k)
         inv_freq = rope_inv_freq(cfg)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
@@ -192,25 +199,35 @@ class DecoderLayer(Block):
         return x, None
 
 
-def positions_and_mask(attention_mask):
+def _windowed(mask, query_positions, key_positions, window: int | None):
+    """A sliding window (Mistral): a query sees only the keys less than `window` positions back. Left
+    out where no two of the keys are that far apart (a window at least the context length)."""
+    if window is None or window >= mask.shape[-1]:
+        return mask
+    return mask & (query_positions[:, :, None] - key_positions[:, None, :] < window)
+
+
+def positions_and_mask(attention_mask, window: int | None = None):
     """The full forward's RoPE positions `[b, l]` (real tokens before each one, per row) and attention
-    mask `[b, l, l]` (causal, real keys only) of a left-padded batch."""
+    mask `[b, l, l]` (causal, real keys only, within the sliding `window` if any) of a left-padded batch."""
     length = attention_mask.shape[1]
     positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     causal = jnp.tril(jnp.ones((length, length), bool))
-    return positions, causal[None] & attention_mask[:, None, :].astype(bool)
+    return positions, _windowed(causal[None] & attention_mask[:, None, :].astype(bool), positions, positions, window)
 
 
-def cached_positions_and_mask(meta: dict, attention_mask):
+def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = None):
     """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
-    real tokens each row has seen, and queries see every real slot up to their own. Returns the
-    positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
+    real tokens each row has seen, and queries see every real slot up to their own (a slot's position:
+    the real slots before it). Returns the positions, the mask `[b, l, slots]`, the slot the chunk
+    starts at and the updated `meta`."""
     index, length = meta["index"], attention_mask.shape[1]
     valid = jax.lax.dynamic_update_slice(meta["valid"], attention_mask.astype(meta["valid"].dtype), (0, index))
     positions = jnp.maximum(meta["seen"][:, None] + jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     slots = jnp.arange(valid.shape[1])
     query_slots = index + jnp.arange(length)
     mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
+    mask = _windowed(mask, positions, jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1, window)
     meta = {"index": index + length, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
     return positions, mask, index, meta
 
@@ -239,7 +256,7 @@ class Llama(nn.Module):
         cfg = self.cfg
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32))
+        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32), cfg.sliding_window)
 
         frozen = self.adapter is not None
         dtype = jnp.dtype(cfg.dtype)
