@@ -1,9 +1,12 @@
 """Logits of our Flax Llama against transformers' PyTorch classes (the oracle), float32: Llama variants,
 and one model of each Llama-family architecture (Mistral, Qwen2, Qwen3) in its own transformers class."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import uniarm_jax
 from tests.tiny_models import FAMILIES, make_tiny_llama
@@ -71,6 +74,21 @@ def test_a_sliding_window_is_honoured_and_one_at_least_the_length_is_irrelevant(
     windowed = uniarm_jax.logits(handle, ids)
     np.testing.assert_allclose(windowed[:, :6], full[:, :6], atol=1e-5)  # no key is 6 back yet
     assert np.abs(windowed[:, 6:] - full[:, 6:]).max() > 1e-2
+
+
+def test_qwen_config_as_released_with_an_unused_window_is_full_attention(tmp_path):
+    """Qwen2.5's released config.json keeps a `sliding_window` (131072) beside `use_sliding_window: false`
+    (the window then applies nowhere); transformers reads it as full attention, and so do we (here a
+    window of 4 in 16-token rows, which would show)."""
+    make_tiny_llama(tmp_path, model_type="qwen2")
+    config = json.load(open(tmp_path / "config.json"))
+    config.update(sliding_window=4, use_sliding_window=False, max_window_layers=1)
+    json.dump(config, open(tmp_path / "config.json", "w"))
+    oracle = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    handle = uniarm_jax.load_pretrained(str(tmp_path))
+    assert handle.config.sliding_window is None
+    ids = np.random.RandomState(5).randint(3, 96, (2, 16))
+    assert np.abs(uniarm_jax.logits(handle, ids) - torch_logits(oracle, ids)).max() <= 1e-4
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

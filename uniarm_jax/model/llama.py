@@ -199,35 +199,34 @@ class DecoderLayer(Block):
         return x, None
 
 
-def _windowed(mask, query_positions, key_positions, window: int | None):
-    """A sliding window (Mistral): a query sees only the keys less than `window` positions back. Left
-    out where no two of the keys are that far apart (a window at least the context length)."""
-    if window is None or window >= mask.shape[-1]:
-        return mask
-    return mask & (query_positions[:, :, None] - key_positions[:, None, :] < window)
-
-
 def positions_and_mask(attention_mask, window: int | None = None):
     """The full forward's RoPE positions `[b, l]` (real tokens before each one, per row) and attention
-    mask `[b, l, l]` (causal, real keys only, within the sliding `window` if any) of a left-padded batch."""
+    mask `[b, l, l]` (causal, real keys only) of a left-padded batch. With a sliding `window`
+    (Mistral) a query sees only the keys less than `window` positions back; the term is left out where
+    no two keys can be that far apart (a window at least the length)."""
     length = attention_mask.shape[1]
     positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     causal = jnp.tril(jnp.ones((length, length), bool))
-    return positions, _windowed(causal[None] & attention_mask[:, None, :].astype(bool), positions, positions, window)
+    mask = causal[None] & attention_mask[:, None, :].astype(bool)
+    if window is not None and window < length:
+        mask = mask & (positions[:, :, None] - positions[:, None, :] < window)
+    return positions, mask
 
 
 def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = None):
     """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
-    real tokens each row has seen, and queries see every real slot up to their own (a slot's position:
-    the real slots before it). Returns the positions, the mask `[b, l, slots]`, the slot the chunk
-    starts at and the updated `meta`."""
+    real tokens each row has seen, and queries see every real slot up to their own (and, with a
+    `window`, less than `window` positions back: a slot's position is the real slots before it).
+    Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
     index, length = meta["index"], attention_mask.shape[1]
     valid = jax.lax.dynamic_update_slice(meta["valid"], attention_mask.astype(meta["valid"].dtype), (0, index))
     positions = jnp.maximum(meta["seen"][:, None] + jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     slots = jnp.arange(valid.shape[1])
     query_slots = index + jnp.arange(length)
     mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
-    mask = _windowed(mask, positions, jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1, window)
+    if window is not None and window < valid.shape[1]:
+        key_positions = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1
+        mask = mask & (positions[:, :, None] - key_positions[:, None, :] < window)
     meta = {"index": index + length, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
     return positions, mask, index, meta
 
