@@ -83,7 +83,8 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
     """Appends a chunk (the left-padded prompt, or one token per row) to `cache` and returns the float32
     logits of each row's last position `[batch, vocab]` and the new cache."""
     meta = {k: cache[k] for k in ("index", "valid", "seen")}
-    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32))
+    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
+                                                              cfg.sliding_window)
     top, dtype = weights["top"], jnp.dtype(cfg.dtype)
     embedding = top["embed_tokens"]["embedding"].astype(dtype)
     x = jnp.take(embedding, input_ids, axis=0)

@@ -1,4 +1,6 @@
 """Flax Linen Llama: embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+The Llama-family variants are switches of its config (docs/design.md §2): projection biases (Qwen2),
+q/k norms per head (Qwen3), a sliding window (Mistral).
 
 Variable collections (docs/design.md): `params` holds the frozen base weights, `adapter` an ARM's
 adapter, `cache` a layer's KV cache. The full forward stacks the decoder layers with `nn.scan`, so
@@ -97,8 +99,8 @@ class Linear(nn.Module):
     """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
 
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
-    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
-    shift at a fixed α); the Llama itself has none.
+    collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
+    q/k/v) and in merged trees (MoSLoRA's shift at a fixed α).
     """
 
     features: int
@@ -116,8 +118,9 @@ class Linear(nn.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         x = x.astype(dtype)
         y = jnp.dot(x, kernel.astype(dtype))
-        if self.has_variable("params", "bias"):
-            y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
+        if self.name in self.cfg.biases or self.has_variable("params", "bias"):
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.dtype(self.cfg.param_dtype))
+            y = y + _frozen(bias, self.frozen).astype(dtype)
         acfg = self.adapter
         if acfg is not None and self.name in acfg.targets:
             weights = self.variable("adapter", acfg.kind,
@@ -149,6 +152,9 @@ class Attention(Block):
         q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
         k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
         v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
+        if cfg.qk_norm:  # Qwen3: every head RMS-normalised over head_dim, before RoPE
+            q = RMSNorm(cfg, name="q_norm")(q)
+            k = RMSNorm(cfg, name="k_norm")(k)
         inv_freq = rope_inv_freq(cfg)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
@@ -192,32 +198,41 @@ class DecoderLayer(Block):
         return x, None
 
 
-def positions_and_mask(attention_mask, segments=None):
-    """The full forward's attention mask `[b, l, l]` and RoPE positions `[b, l]` of a padded batch.
+def positions_and_mask(attention_mask, segments=None, window: int | None = None):
+    """The full forward's RoPE positions `[b, l]` and attention mask `[b, l, l]` of a padded batch.
 
     A query sees the real keys up to itself; with `segments`, a row packs a shared prompt (segment 0)
     and continuations of it (segments 1, 2, ...), and a continuation's query sees only the prompt and its
     own segment, so each continuation computes what it would in a row of its own. A token's position is
     the number of keys it sees before it: real tokens before it in a plain row, the prompt plus its
-    own segment's earlier tokens in a packed one."""
+    own segment's earlier tokens in a packed one. With a sliding `window` (Mistral) a query sees only
+    the keys less than `window` positions back; the term is left out where no two keys can be that far
+    apart (a window at least the length)."""
     length = attention_mask.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))
     mask = causal[None] & attention_mask[:, None, :].astype(bool)
     if segments is not None:
         mask &= (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
-    return jnp.maximum(jnp.sum(mask, axis=-1, dtype=jnp.int32) - 1, 0), mask
+    positions = jnp.maximum(jnp.sum(mask, axis=-1, dtype=jnp.int32) - 1, 0)
+    if window is not None and window < length:
+        mask = mask & (positions[:, :, None] - positions[:, None, :] < window)
+    return positions, mask
 
 
-def cached_positions_and_mask(meta: dict, attention_mask):
+def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = None):
     """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
-    real tokens each row has seen, and queries see every real slot up to their own. Returns the
-    positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
+    real tokens each row has seen, and queries see every real slot up to their own (and, with a
+    `window`, less than `window` positions back: a slot's position is the real slots before it).
+    Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
     index, length = meta["index"], attention_mask.shape[1]
     valid = jax.lax.dynamic_update_slice(meta["valid"], attention_mask.astype(meta["valid"].dtype), (0, index))
     positions = jnp.maximum(meta["seen"][:, None] + jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     slots = jnp.arange(valid.shape[1])
     query_slots = index + jnp.arange(length)
     mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
+    if window is not None and window < valid.shape[1]:
+        key_positions = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1
+        mask = mask & (positions[:, :, None] - key_positions[:, None, :] < window)
     meta = {"index": index + length, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
     return positions, mask, index, meta
 
@@ -258,7 +273,7 @@ class Llama(nn.Module):
         cfg = self.cfg
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32), segments)
+        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32), segments, cfg.sliding_window)
 
         frozen = self.adapter is not None
         dtype = jnp.dtype(cfg.dtype)
