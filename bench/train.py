@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from common import clock, memory_increment, memory_mib, run_fresh, summary  # bench/ is sys.path[0]
+from common import choose_omp_policy, clock, memory_increment, memory_mib, run_fresh, set_omp_policy, summary
 
 PROBES = ("jax-import", "jax-train", "torch-import", "torch-train")
 TARGETS = ("q_proj", "k_proj", "v_proj")
@@ -158,6 +158,17 @@ def torch_cpu(a, batch):
     return step
 
 
+def _omp_check(a) -> None:
+    """In a fresh subprocess (its OMP_WAIT_POLICY set by the caller): torch's train step, one untimed,
+    then up to 3 timed (fewer past 8 s); print the seconds."""
+    step = torch_cpu(a, make_batch(a.batch, a.length, a.vocab))
+    step()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 and time.perf_counter() - start < 8:
+        times.append(clock(step)[1])
+    print(json.dumps({"seconds": [round(t, 3) for t in times]}))
+
+
 def _probe(kind: str, a) -> None:
     """In a fresh subprocess: import one stack, optionally run warm-up + `repeats` steps; print memory."""
     side = kind.split("-")[0]
@@ -185,6 +196,9 @@ def _run_probe(kind: str, a, length: int | None = None) -> dict:
 
 
 def cpu_main(a) -> dict:
+    omp = choose_omp_policy([sys.executable, os.path.abspath(__file__), "--_omp_check"] + a.forward_args,
+                            a.torch_omp_wait_policy)
+    set_omp_policy(omp["used"])  # before torch is imported here, and inherited by the probes
     import jax
     import peft
     import torch
@@ -220,6 +234,7 @@ def cpu_main(a) -> dict:
                  "pairs": a.batch, "length": a.length, "tokens_per_step": tokens, "repeats": a.repeats,
                  "adapter": f"lora r={a.rank} alpha={2 * a.rank} dropout=0.05 on {','.join(TARGETS)}",
                  "objective": f"genarm bradley-terry beta={a.beta}",
+                 "torch_omp_wait_policy": omp,
                  "optimizer": {"lr": a.lr, "warmup": a.warmup, "total_steps": a.total_steps,
                                "weight_decay": a.weight_decay, "grad_clip": a.grad_clip}},
         "sanity": {"first_step_loss_ours_torch": [loss0_ours, loss0_torch],
@@ -377,6 +392,9 @@ def main() -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--memory-lengths", default="", help="CPU: also our step's peak memory at these lengths "
                                                             "(comma-separated), each in a fresh process")
+    p.add_argument("--torch-omp-wait-policy", choices=("auto", "default", "PASSIVE"), default="auto",
+                   help="CPU: OMP_WAIT_POLICY for torch (auto: the faster of default and PASSIVE, timed first)")
+    p.add_argument("--_omp_check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_probe", choices=PROBES, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     a.batch = a.batch or (4 if a.gpu else 2)
@@ -394,6 +412,8 @@ def main() -> None:
                        "weight_decay", "grad_clip")]
     if a._probe:
         return _probe(a._probe, a)
+    if a._omp_check:
+        return _omp_check(a)
     print(json.dumps(cpu_main(a), indent=2))
 
 
