@@ -42,6 +42,7 @@ from uniarm_jax.errors import ConfigError
 from uniarm_jax.eval.pareto import check_reference, simplex_grid
 from uniarm_jax.eval.report import BASE, format_point, markdown_table, write_report
 from uniarm_jax.eval.scoring import make_scorers, score_responses
+from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.model.preferences import check_pref
@@ -76,6 +77,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int | None = None         # rows per sampling call; default all rows of a method in one call
     dtype: str = defaults.DTYPE
+    degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults): flagged responses fail
     out_dir: str = "results/evaluate"
     title: str = ""
 
@@ -129,10 +131,12 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
 
 def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[int]], prefs: np.ndarray | None,
                scorers, *, arm_weights=None, base_weight: float = 1.0, max_new_tokens: int, sampler: Sampler,
-               seed: int = 0, batch_size: int | None = None) -> dict:
+               seed: int = 0, batch_size: int | None = None, rule: DegeneracyRule | None = None) -> dict:
     """Every (α, prompt) row generated in one call (or chunks of `batch_size` rows of one shape) and
-    scored. `prefs=None` runs the base alone, once per prompt. Returns the rows, their scores `[R, k]`,
-    `r̄(α)` `[M, k]` (one row when `prefs` is None) and the generation time."""
+    scored. `prefs=None` runs the base alone, once per prompt. A `rule` gives its degenerate responses
+    every objective's failure value (a response without EOS never ended). Returns the rows, their
+    scores `[R, k]`, `r̄(α)` `[M, k]` (one row when `prefs` is None), the share of degenerate responses
+    per α (with a rule) and the generation time."""
     grid = [None] if prefs is None else list(prefs)
     rows = [(p, ids, a) for a in grid for p, ids in zip(prompts, encoded)]
     tokens, seconds = [], 0.0
@@ -143,14 +147,21 @@ def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[i
         tokens += out
         seconds += elapsed
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-    scores = score_responses(scorers, [r[0] for r in rows], texts)
+    eos = set(base.config.eos_token_ids)
+    reasons = None if rule is None else rule.reasons(texts, [bool(t) and t[-1] in eos for t in tokens])
+    scores = score_responses(scorers, [r[0] for r in rows], texts, reasons)
     means = scores.reshape(len(grid), len(prompts), -1).mean(axis=1)
     names = [s.name for s in scorers]
     samples = [{"prompt": r[0], "pref": None if r[2] is None else [float(v) for v in r[2]], "text": text,
                 "num_tokens": len(t), "scores": dict(zip(names, map(float, s)))}
                for r, text, t, s in zip(rows, texts, tokens, scores)]
-    return {"samples": samples, "scores": scores, "means": means, "seconds": seconds,
-            "mean_tokens": float(np.mean([len(t) for t in tokens]))}
+    out = {"samples": samples, "scores": scores, "means": means, "seconds": seconds,
+           "mean_tokens": float(np.mean([len(t) for t in tokens]))}
+    if reasons is not None:
+        for row, why in zip(samples, reasons):
+            row["degenerate"] = why
+        out["degenerate"] = np.array([bool(w) for w in reasons]).reshape(len(grid), len(prompts)).mean(axis=1)
+    return out
 
 
 def evaluate(config: EvalConfig, log=print) -> dict:
@@ -178,7 +189,8 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     encoded = encode_prompts(tokenizer, prompts, config.template, config.max_new_tokens,
                              base.config.max_position_embeddings, config.max_prompt_tokens)
     common = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, seed=config.seed,
-                  batch_size=config.batch_size)
+                  batch_size=config.batch_size,
+                  rule=None if config.degeneracy is None else DegeneracyRule.from_spec(config.degeneracy))
     results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, **common)}
     check_reference(results[BASE]["means"], reference)
     log(f"{BASE}: {format_point(results[BASE]['means'][0])} ({results[BASE]['seconds']:.1f} s)")
