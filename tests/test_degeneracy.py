@@ -53,7 +53,10 @@ def test_the_thresholds_are_the_rule_fields():
     text = "The answer is very very very simple."
     assert RULE.reason(text) is None and DegeneracyRule(max_run=3).reason(text) == "run"
     assert DegeneracyRule(min_words=1).reason("Okay.") is None
-    assert DegeneracyRule.from_spec(True) == RULE
+    assert DegeneracyRule.from_spec(True) == RULE == DegeneracyRule.from_spec({})
+    assert DegeneracyRule.from_spec(None) is None and DegeneracyRule.from_spec(False) is None
+    with pytest.raises(ConfigError, match="degeneracy='yes'; expected a mapping"):
+        DegeneracyRule.from_spec("yes")
     assert DegeneracyRule.from_spec({"max_share": 0.5}).max_share == 0.5
     with pytest.raises(ConfigError, match="unknown field 'share'"):
         DegeneracyRule.from_spec({"share": 0.5})

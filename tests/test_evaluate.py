@@ -94,6 +94,7 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"),
      "guides 2 objectives; the evaluation scores 3"),
     ("methods={base: {arms: [x]}}", "taken by the base model"),
+    ("degeneracy={max_run: 1}", "degeneracy rule: max_run=1; expected an integer of at least 2"),
     ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
                                              "it stands for ['informativeness', 'brevity']"),
 ])

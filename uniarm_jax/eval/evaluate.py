@@ -17,6 +17,7 @@ A config is YAML (the fields of `EvalConfig`), with `key=value` overrides on the
     prompts: data/small_task/test.jsonl       # JSON lines with a "prompt" field
     objectives: [brevity, informativeness]    # built-in names or scorer dicts (see eval/scoring/)
     reference: [0.0, 0.0]                     # the HV reference point: every point must dominate it
+    degeneracy: true                          # run-on, near-empty, unended responses fail every objective
     methods:
       genarm: {arms: [runs/genarm_brevity/adapter, runs/genarm_informativeness/adapter]}
       uniarm: {arms: [runs/uniarm/adapter]}
@@ -77,7 +78,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int | None = None         # rows per sampling call; default all rows of a method in one call
     dtype: str = defaults.DTYPE
-    degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults): flagged responses fail
+    degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults; None/false: off)
     out_dir: str = "results/evaluate"
     title: str = ""
 
@@ -85,11 +86,16 @@ class EvalConfig:
     def sampler(self) -> Sampler:
         return Sampler(self.temperature, self.top_k, self.top_p)
 
+    @property
+    def degeneracy_rule(self) -> DegeneracyRule | None:
+        return DegeneracyRule.from_spec(self.degeneracy)
+
 
 def load_eval_config(path: str | None, overrides=()) -> EvalConfig:
     """Defaults, then the YAML file, then `key=value` overrides (values read as YAML), all checked."""
     config = load_config(EvalConfig, path, overrides, source="command line")
     require(config, ("base", "prompts", "objectives", "reference"), path or "command line")
+    DegeneracyRule.from_spec(config.degeneracy)  # checked before any model is loaded
     for name, spec in config.methods.items():
         if name == BASE:
             raise ConfigError(f"method name {BASE!r} is taken by the base model, which is always evaluated")
@@ -190,7 +196,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                              base.config.max_position_embeddings, config.max_prompt_tokens)
     common = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, seed=config.seed,
                   batch_size=config.batch_size,
-                  rule=None if config.degeneracy is None else DegeneracyRule.from_spec(config.degeneracy))
+                  rule=config.degeneracy_rule)
     results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, **common)}
     check_reference(results[BASE]["means"], reference)
     log(f"{BASE}: {format_point(results[BASE]['means'][0])} ({results[BASE]['seconds']:.1f} s)")

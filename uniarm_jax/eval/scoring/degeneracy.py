@@ -42,8 +42,10 @@ class DegeneracyRule:
             raise ConfigError(f"degeneracy rule: max_share={self.max_share!r}; expected a share in (0, 1]")
 
     @classmethod
-    def from_spec(cls, spec) -> "DegeneracyRule":
-        """A rule from a config mapping of its fields (`{}` or True: the defaults)."""
+    def from_spec(cls, spec) -> "DegeneracyRule | None":
+        """A rule from a config mapping of its fields (`{}` or True: the defaults; None or False: none)."""
+        if spec is None or spec is False:
+            return None
         if spec is True:
             spec = {}
         if not isinstance(spec, dict):
