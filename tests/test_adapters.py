@@ -22,6 +22,7 @@ CONFIGS = {
     "pblora": AdapterConfig(kind="pblora"),
     "moslora": AdapterConfig(kind="moslora"),
     "moslora-scale-nocore": AdapterConfig(kind="moslora", modulation="scale", shared_core=False),
+    "moslora-mlp": AdapterConfig(kind="moslora", conditioning="mlp"),
     "moslora-k3-all-targets": AdapterConfig(kind="moslora", num_objectives=3, rank=4,
                                             targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                      "up_proj", "down_proj")),
@@ -61,8 +62,13 @@ def numpy_delta(p, alpha, acfg):
         w2 = (alpha @ p["theta2"]).reshape(r2, r2)
         return s * (p["A1"] @ p["W1"] @ p["B1"] + p["A2"] @ w2 @ p["B2"]), None
     core = p["A"] @ p["S"] if acfg.shared_core else p["A"]
-    gamma = 1 + alpha @ p["G"]
-    bias = s * (alpha @ p["H"]) @ p["B"] if acfg.modulation == "scale_shift" else None
+    if acfg.conditioning == "mlp":  # (γ − 1, β) = SiLU(α C1 + c1) C2 + c2
+        h = alpha @ p["C1"] + p["c1"]
+        out = (h / (1 + np.exp(-h))) @ p["C2"] + p["c2"]
+        gamma, beta = 1 + out[:acfg.rank], out[acfg.rank:]
+    else:
+        gamma, beta = 1 + alpha @ p["G"], alpha @ p["H"] if "H" in p else None
+    bias = s * beta @ p["B"] if acfg.modulation == "scale_shift" else None
     return s * core @ np.diag(gamma) @ p["B"], bias
 
 
@@ -160,7 +166,7 @@ def test_mixed_preference_batch_equals_one_call_per_preference(base, name):
     assert np.abs(mixed[0] - uniarm_jax.logits(arm, ids[:1], pref=prefs[1])[0]).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["lora", "pblora", "moslora"])
+@pytest.mark.parametrize("name", ["lora", "pblora", "moslora", "moslora-mlp"])
 def test_gradients_reach_only_the_adapter(base, name):
     handle, _ = base
     arm = randomise(init_adapter(handle, CONFIGS[name]))
@@ -180,7 +186,8 @@ def test_gradients_reach_only_the_adapter(base, name):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-@pytest.mark.parametrize("name", ["lora", "pblora", "moslora", "moslora-scale-nocore", "moslora-k3-all-targets"])
+@pytest.mark.parametrize("name", ["lora", "pblora", "moslora", "moslora-scale-nocore", "moslora-k3-all-targets",
+                                  "moslora-mlp"])
 def test_merged_equals_unmerged(request, family, name):
     """On Qwen2 a MoSLoRA shift on q/k/v is added to the base's own biases and taken off again."""
     handle, _ = request.getfixturevalue({"llama": "base", "qwen2": "qwen2_base"}[family])

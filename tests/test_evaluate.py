@@ -94,6 +94,7 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"),
      "guides 2 objectives; the evaluation scores 3"),
     ("methods={base: {arms: [x]}}", "taken by the base model"),
+    ("degeneracy={max_run: 1}", "degeneracy rule: max_run=1; expected an integer of at least 2"),
     ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
                                              "it stands for ['informativeness', 'brevity']"),
 ])
@@ -111,3 +112,24 @@ def test_evaluate_refuses_a_reference_point_the_base_does_not_dominate(setup, tm
     res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={tmp_path / 'o'}",
                              "reference=[0.0,2.0]", "methods={}")
     assert res.returncode == 2 and "reference point [0.0, 2.0] is not dominated by the point" in res.stderr, res.stderr
+
+
+def test_degenerate_responses_score_as_failures_and_are_reported(setup, tmp_path):
+    from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
+
+    root, base, config = setup
+    rule = {"min_words": 4, "require_end": False}  # the tiny model's 6-token answers: some short, some not
+    config = {**config, "methods": {"uniarm": config["methods"]["uniarm"]}, "degeneracy": rule}
+    res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={tmp_path / 'out'}")
+    assert res.returncode == 0, res.stderr
+    summary = json.load(open(tmp_path / "out" / "results.json"))
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "samples" / "uniarm.jsonl")]
+    reasons = DegeneracyRule(**rule).reasons([r["text"] for r in rows])
+    assert [r["degenerate"] for r in rows] == reasons and any(reasons) and not all(reasons)
+    for row, why in zip(rows, reasons):
+        expected = ((0.0, 0.0) if why else (brevity(row["prompt"], row["text"]),
+                                             informativeness(row["prompt"], row["text"])))
+        assert (row["scores"]["brevity"], row["scores"]["informativeness"]) == pytest.approx(expected, abs=1e-12)
+    share = np.array([bool(w) for w in reasons]).reshape(len(summary["prefs"]), len(PROMPTS)).mean(axis=1)
+    np.testing.assert_allclose(summary["methods"]["uniarm"]["degenerate"], share)
+    assert "Share of degenerate responses" in open(tmp_path / "out" / "results.md").read()

@@ -7,7 +7,7 @@ import time
 
 from uniarm_jax import defaults
 from uniarm_jax.commands import options
-from uniarm_jax.model.adapters import KINDS, MODULATIONS, TARGETS
+from uniarm_jax.model.adapters import CONDITIONINGS, KINDS, MODULATIONS, TARGETS
 
 
 def prepare(args) -> None:
@@ -27,15 +27,16 @@ def info(args) -> None:
     if args.adapter:  # validated before anything is printed
         acfg = AdapterConfig(kind=args.adapter, rank=args.rank, num_objectives=args.objectives,
                              targets=tuple(args.targets.split(",")), shared_core=not args.no_shared_core,
-                             modulation=args.modulation)
+                             modulation=args.modulation, conditioning=args.conditioning)
     print(f"model: {args.base}")
     for field in dataclasses.fields(cfg):
         if field.name not in ("param_dtype", "dtype", "remat"):
             print(f"{field.name}: {getattr(cfg, field.name)}")
     print(f"parameters: {count_params(param_shapes(cfg))}")
     if acfg is not None:
+        conditioning = f" conditioning={acfg.conditioning}" if acfg.kind == "moslora" else ""
         print(f"adapter: {acfg.kind} targets={','.join(acfg.targets)} rank={acfg.rank} "
-              f"objectives={acfg.num_objectives}")
+              f"objectives={acfg.num_objectives}{conditioning}")
         print(f"trainable parameters: {count_adapter_params(cfg, acfg)}")
 
 
@@ -104,6 +105,8 @@ def register(sub) -> None:
                    help=f"comma-separated, from {','.join(TARGETS)}")
     p.add_argument("--no-shared-core", action="store_true", help="MoSLoRA without the shared r x r core")
     p.add_argument("--modulation", choices=MODULATIONS, default="scale_shift", help="MoSLoRA modulation")
+    p.add_argument("--conditioning", choices=CONDITIONINGS, default="linear",
+                   help="MoSLoRA: alpha -> (gamma, beta) linear or a small MLP per adapted projection")
     p.set_defaults(func=info)
 
     p = sub.add_parser("export", help="export an ARM for the PyTorch ecosystem (PEFT LoRA or merged HF)")

@@ -17,6 +17,7 @@ A config is YAML (the fields of `EvalConfig`), with `key=value` overrides on the
     prompts: data/small_task/test.jsonl       # JSON lines with a "prompt" field
     objectives: [brevity, informativeness]    # built-in names or scorer dicts (see eval/scoring/)
     reference: [0.0, 0.0]                     # the HV reference point: every point must dominate it
+    degeneracy: true                          # run-on, near-empty, unended responses fail every objective
     methods:
       genarm: {arms: [runs/genarm_brevity/adapter, runs/genarm_informativeness/adapter]}
       uniarm: {arms: [runs/uniarm/adapter]}
@@ -42,6 +43,7 @@ from uniarm_jax.errors import ConfigError
 from uniarm_jax.eval.pareto import check_reference, simplex_grid
 from uniarm_jax.eval.report import BASE, format_point, markdown_table, write_report
 from uniarm_jax.eval.scoring import make_scorers, score_responses
+from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.model.preferences import check_pref
@@ -76,6 +78,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int | None = None         # rows per sampling call; default all rows of a method in one call
     dtype: str = defaults.DTYPE
+    degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults; None/false: off)
     out_dir: str = "results/evaluate"
     title: str = ""
 
@@ -83,11 +86,16 @@ class EvalConfig:
     def sampler(self) -> Sampler:
         return Sampler(self.temperature, self.top_k, self.top_p)
 
+    @property
+    def degeneracy_rule(self) -> DegeneracyRule | None:
+        return DegeneracyRule.from_spec(self.degeneracy)
+
 
 def load_eval_config(path: str | None, overrides=()) -> EvalConfig:
     """Defaults, then the YAML file, then `key=value` overrides (values read as YAML), all checked."""
     config = load_config(EvalConfig, path, overrides, source="command line")
     require(config, ("base", "prompts", "objectives", "reference"), path or "command line")
+    DegeneracyRule.from_spec(config.degeneracy)  # checked before any model is loaded
     for name, spec in config.methods.items():
         if name == BASE:
             raise ConfigError(f"method name {BASE!r} is taken by the base model, which is always evaluated")
@@ -129,10 +137,12 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
 
 def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[int]], prefs: np.ndarray | None,
                scorers, *, arm_weights=None, base_weight: float = 1.0, max_new_tokens: int, sampler: Sampler,
-               seed: int = 0, batch_size: int | None = None) -> dict:
+               seed: int = 0, batch_size: int | None = None, rule: DegeneracyRule | None = None) -> dict:
     """Every (α, prompt) row generated in one call (or chunks of `batch_size` rows of one shape) and
-    scored. `prefs=None` runs the base alone, once per prompt. Returns the rows, their scores `[R, k]`,
-    `r̄(α)` `[M, k]` (one row when `prefs` is None) and the generation time."""
+    scored. `prefs=None` runs the base alone, once per prompt. A `rule` gives its degenerate responses
+    every objective's failure value (a response without EOS never ended). Returns the rows, their
+    scores `[R, k]`, `r̄(α)` `[M, k]` (one row when `prefs` is None), the share of degenerate responses
+    per α (with a rule) and the generation time."""
     grid = [None] if prefs is None else list(prefs)
     rows = [(p, ids, a) for a in grid for p, ids in zip(prompts, encoded)]
     tokens, seconds = [], 0.0
@@ -143,14 +153,21 @@ def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[i
         tokens += out
         seconds += elapsed
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-    scores = score_responses(scorers, [r[0] for r in rows], texts)
+    eos = set(base.config.eos_token_ids)
+    reasons = None if rule is None else rule.reasons(texts, [bool(t) and t[-1] in eos for t in tokens])
+    scores = score_responses(scorers, [r[0] for r in rows], texts, reasons)
     means = scores.reshape(len(grid), len(prompts), -1).mean(axis=1)
     names = [s.name for s in scorers]
     samples = [{"prompt": r[0], "pref": None if r[2] is None else [float(v) for v in r[2]], "text": text,
                 "num_tokens": len(t), "scores": dict(zip(names, map(float, s)))}
                for r, text, t, s in zip(rows, texts, tokens, scores)]
-    return {"samples": samples, "scores": scores, "means": means, "seconds": seconds,
-            "mean_tokens": float(np.mean([len(t) for t in tokens]))}
+    out = {"samples": samples, "scores": scores, "means": means, "seconds": seconds,
+           "mean_tokens": float(np.mean([len(t) for t in tokens]))}
+    if reasons is not None:
+        for row, why in zip(samples, reasons):
+            row["degenerate"] = why
+        out["degenerate"] = np.array([bool(w) for w in reasons]).reshape(len(grid), len(prompts)).mean(axis=1)
+    return out
 
 
 def evaluate(config: EvalConfig, log=print) -> dict:
@@ -178,7 +195,8 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     encoded = encode_prompts(tokenizer, prompts, config.template, config.max_new_tokens,
                              base.config.max_position_embeddings, config.max_prompt_tokens)
     common = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, seed=config.seed,
-                  batch_size=config.batch_size)
+                  batch_size=config.batch_size,
+                  rule=config.degeneracy_rule)
     results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, **common)}
     check_reference(results[BASE]["means"], reference)
     log(f"{BASE}: {format_point(results[BASE]['means'][0])} ({results[BASE]['seconds']:.1f} s)")

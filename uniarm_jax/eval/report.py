@@ -41,6 +41,8 @@ def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results
         table[name] = front_metrics(prefs, res["means"], reference) | {
             "means": res["means"].tolist(), "mean_tokens": res["mean_tokens"], "seconds": res["seconds"],
             "rows": len(res["samples"])}
+        if "degenerate" in res:
+            table[name]["degenerate"] = res["degenerate"].tolist()
     base_point = results[BASE]["means"][0] if BASE in results else None
     fronts = {n: {"prefs": prefs, "scores": r["means"]} for n, r in results.items() if n != BASE}
     plots = pareto_plots(fronts, objectives, out_dir, title=title, base=base_point) if fronts else []
@@ -62,6 +64,10 @@ def markdown_table(summary: dict) -> str:
     for name, m in methods.items():
         lines.append(f"| {name} | {m['hv']:.4f} | {m['mip']:.4f} | {sum(m['non_dominated'])}/{len(m['means'])} | "
                      f"{m['mean_tokens']:.1f} | {m['seconds']:.1f} |")
+    if any("degenerate" in m for m in methods.values()):
+        lines += ["", "Share of degenerate responses (scored as failures), over every α:", "",
+                  "| method | degenerate |", "|---|---:|"]
+        lines += [f"| {n} | {np.mean(m['degenerate']):.1%} |" for n, m in methods.items() if "degenerate" in m]
     guided = [n for n in methods if n != BASE]
     if guided:
         lines += ["", f"Mean scores r̄(α) = ({', '.join(objectives)}) per preference vector α:", "",

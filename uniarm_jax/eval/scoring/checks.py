@@ -48,18 +48,41 @@ def check_scores(name: str, prompts: list[str], scores) -> np.ndarray:
     return out
 
 
-def score_responses(scorers, prompts, responses) -> np.ndarray:
-    """Scores `[n, k]`: column j is objective j, each column checked to be finite."""
+def score_responses(scorers, prompts, responses, degenerate=None) -> np.ndarray:
+    """Scores `[n, k]`: column j is objective j, each column checked to be finite. `degenerate` (one
+    flag or reason per response, e.g. `DegeneracyRule.reasons`) gives every flagged response each
+    objective's `failure` value: degenerate text scores as the worst response on every objective."""
     prompts, responses = check_inputs(prompts, responses)
     cols = [check_scores(s.name, prompts, s(prompts, responses)) for s in scorers]
-    return np.stack(cols, axis=1) if cols else np.zeros((len(prompts), 0))
+    out = np.stack(cols, axis=1) if cols else np.zeros((len(prompts), 0))
+    if degenerate is not None:
+        flags = np.array([bool(d) for d in degenerate], bool)
+        if flags.shape != (len(prompts),):
+            raise ScoringError(f"{flags.size} degeneracy flags for {len(prompts)} responses; expected one each")
+        if flags.any():
+            for j, s in enumerate(scorers):
+                if getattr(s, "failure", None) is None:
+                    raise ScoringError(f"objective {s.name!r} has no failure value for degenerate responses; give "
+                                       "its scorer spec failure: <the score a failed response gets>")
+                out[flags, j] = s.failure
+    return out
+
+
+def failure_value(score_range, sign: float, failure: float | None = None) -> float | None:
+    """The given `failure`, else the least signed score of a scorer whose raw scores lie in `score_range`
+    (None when the scorer is unbounded and no failure was given)."""
+    if failure is not None:
+        return float(failure)
+    return None if score_range is None else float(min(sign * score_range[0], sign * score_range[1]))
 
 
 class BaseScorer:
-    """Shared by the built scorers: input checks, the sign, and the finiteness check."""
+    """Shared by the built scorers: input checks, the sign, the failure value and the finiteness check."""
 
     name: str
     sign: float = 1.0
+    score_range: tuple[float, float] | None = None  # the raw scores' bounds, when the scorer has them
+    failure: float | None = None  # the score a degenerate response gets (`failure_value`, set by the factory)
 
     def __call__(self, prompts, responses) -> np.ndarray:
         prompts, responses = check_inputs(prompts, responses)

