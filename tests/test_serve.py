@@ -345,13 +345,13 @@ def test_stop_strings_and_eos_end_a_response(setup):
 
 
 def test_the_step_updates_every_cache_in_place(setup):
-    """The compiled step, read as XLA compiled it: the state is donated (its buffers aliased to the
-    outputs) and no cache-sized array is copied."""
+    """The compiled full-width step, read as XLA compiled it: the state is donated (its buffers
+    aliased to the outputs) and no cache-sized array is copied."""
     service = setup["service"]
     slots = service.scheduler.slots
     rows = {k: jnp.asarray(v) for k, v in slots.rows.items()}
     compiled = slot_programs.step.lower(slots.base_weights, slots.guide_weights, slots.state, rows,
-                                        plan=slots.plan).compile()
+                                        plan=slots.plan, width=slots.plan.slots).compile()
     hlo = compiled.as_text()
     cfg, plan = service.base.config, slots.plan
     cache = rf"f32\[{plan.slots},{plan.length},{cfg.num_key_value_heads},{cfg.head_dim}\]"
@@ -360,7 +360,29 @@ def test_the_step_updates_every_cache_in_place(setup):
     assert not copies, copies[:3]
 
 
-def test_the_command_starts_serves_and_refuses_bad_settings(setup, tmp_path):
+def test_slots_with_the_base_sharded_over_the_tensor_axis(setup):
+    """`--mesh`: the base split 8 ways over `tensor`, the slots' state on the same devices (replicated):
+    a row's tokens are still the unsharded offline ones."""
+    import dataclasses
+
+    import uniarm_jax
+    from uniarm_jax.decode import engine
+    from uniarm_jax.decode.rollout import left_pad
+    from uniarm_jax.model.sharding import make_mesh
+
+    mesh = make_mesh(1, 1, 8)
+    base = uniarm_jax.load_pretrained(setup["base_dir"], mesh=mesh)
+    assert base.params["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec[2] == "tensor"
+    arm = dataclasses.replace(base, adapter_config=setup["arm"].adapter_config, adapter=setup["arm"].adapter)
+    plan = slot_programs.SlotPlan(base.config, ((arm.config, arm.adapter_config),), 2, 64, 0, 0)
+    slots = slot_programs.DecodeSlots(plan, engine.decode_weights(base), (engine.decode_weights(arm),), 2, mesh=mesh)
+    prompt = encode_prompt(setup["tokenizer"], PROMPTS[3], TokenizeConfig("chat", 32, 128))[0]
+    slots.join(1, *left_pad([prompt], 32, 0), seed=0, base_weight=1.0, weights=[1.0], pref=[0.3, 0.7],
+               temperature=0.0, top_p=1.0)
+    assert [int(slots.step()[1]) for _ in range(6)] == offline(setup, PROMPTS[3], 6, [0.3, 0.7])
+
+
+def test_the_command_refuses_bad_settings_before_serving(setup):
     res = run_uniarm("serve", "--base", setup["base_dir"], "--arm", setup["arm_dir"], "--default-preference", "0.7,0.7",
                      *LIMITS)
     assert res.returncode == 2 and "sums to 1.4" in res.stderr
@@ -368,3 +390,38 @@ def test_the_command_starts_serves_and_refuses_bad_settings(setup, tmp_path):
     assert res.returncode == 2 and "exceed a model's max_position_embeddings=128" in res.stderr
     res = run_uniarm("serve", "--base", setup["base_dir"], "--template", "pku", "--temperature", -1)
     assert res.returncode == 2 and "temperature must be >= 0" in res.stderr
+
+
+def test_the_command_serves_until_interrupted(setup):
+    """`uniarm serve` as a process of its own: it says where it serves, answers, and exits cleanly on
+    Ctrl-C (its compiled programs come from the suite's persistent cache)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.serve_setup import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uniarm_jax.commands.main", "serve", "--base", setup["base_dir"],
+                             "--arm", setup["arm_dir"], "--port", str(port), "--slots", "4", *LIMITS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.ConnectError:
+                time.sleep(0.2)
+        res = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+            "model": "base+uniarm", "messages": [{"role": "user", "content": PROMPTS[2]}], "max_tokens": 4,
+            "preference": [0.9, 0.1]})
+        assert res.json()["choices"][0]["token_ids"] == offline(setup, PROMPTS[2], 4, [0.9, 0.1])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"serving base+uniarm, base on http://127.0.0.1:{port}" in out

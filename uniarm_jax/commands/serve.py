@@ -46,6 +46,8 @@ def serve(args, log=print) -> None:
     log(f"serving {models} on http://{args.host}:{args.port} (playground at /, OpenAI API at /v1)")
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
+        log("stopped")
     finally:
         service.stop()
 

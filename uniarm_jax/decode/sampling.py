@@ -4,6 +4,7 @@ greedy or top-k / top-p sampling (docs/methods.md §1)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -69,14 +70,23 @@ def choose_token_rows(logp, keys, temperature, top_p, top_k: int = 0):
     """`choose_token` with each row's own temperature `[batch]` (0: greedy), top_p `[batch]` and rng key
     `[batch]` (the server's rows are different requests). Each row's token is the one `choose_token`
     picks for that row alone with the same key and values: the row runs as a batch of one under `vmap`,
-    which keeps each key's random stream."""
-    def one(lp, key, t, p):
+    which keeps each key's random stream. Sampling and the nucleus cut (a sort of the vocabulary per
+    row) are computed only when some row asks for them."""
+    def one(lp, key, t, p, nucleus: bool):
         lp = lp[None]
         logits = lp / jnp.where(t > 0, t, 1)
         if top_k:
             logits = _top_k(logits, top_k)
-        logits = jnp.where(p < 1, _top_p(logits, p), logits)  # top_p = 1 cuts nothing, as choose_token
+        if nucleus:
+            logits = jnp.where(p < 1, _top_p(logits, p), logits)  # top_p = 1 cuts nothing, as choose_token
         sampled = jax.random.categorical(key, logits, axis=-1)
         return jnp.where(t > 0, sampled, jnp.argmax(lp, axis=-1))[0].astype(jnp.int32)
 
-    return jax.vmap(one)(logp, keys, temperature, top_p)
+    def sample(nucleus: bool):
+        return lambda: jax.vmap(functools.partial(one, nucleus=nucleus))(logp, keys, temperature, top_p)
+
+    def greedy():
+        return jnp.argmax(logp, axis=-1).astype(jnp.int32)
+
+    return jax.lax.cond(jnp.any(temperature > 0),
+                        lambda: jax.lax.cond(jnp.any(top_p < 1), sample(True), sample(False)), greedy)

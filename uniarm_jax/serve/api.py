@@ -33,21 +33,24 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RETRY_AFTER_S = 1
 
 
+def error_body(message: str, kind: str, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
 def error(status: int, message: str, kind: str, param: str | None = None, headers=None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}},
-                        status_code=status, headers=headers)
+    return JSONResponse(error_body(message, kind, param), status_code=status, headers=headers)
 
 
 def _validation_message(err: dict) -> tuple[str, str | None]:
     """One pydantic error as (message, field): the field's dotted path, never the input's value."""
     if err.get("type") == "json_invalid":
         return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'invalid')})", None
+    if err.get("type") == "model_attributes_type":
+        return "the request body must be a JSON object", None
     loc = [str(x) for x in err.get("loc", ()) if x != "body"]
     # a union type reports each alternative by its type's name ("str", "list[...]"): not a field
     loc = [x for x in loc if not (x[:1].islower() and ("[" in x or x in ("str", "int", "float", "bool")))]
     field = ".".join(loc) or None
-    if err.get("type") == "model_attributes_type":
-        return "the request body must be a JSON object", None
     return f"{field or 'body'}: {err.get('msg', 'invalid')}", field
 
 
@@ -55,7 +58,7 @@ class _Exchange:
     """One request's answer: the job's tokens turned into text, then the OpenAI object or chunks."""
 
     def __init__(self, service: Service, job: Job, meta: dict, chat: bool):
-        self.service, self.job, self.meta, self.chat = service, job, meta, chat
+        self.job, self.meta, self.chat = job, meta, chat
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
@@ -132,8 +135,7 @@ class _Exchange:
             async for delta in self.deltas():
                 yield chunk(delta)
             if self.reason == "error":
-                yield "data: " + json.dumps({"error": {"message": "the server failed this request",
-                                                       "type": "server_error", "param": None, "code": None}}) + "\n\n"
+                yield "data: " + json.dumps(error_body("the server failed this request", "server_error")) + "\n\n"
             else:
                 yield chunk(None, self.reason, preference=self.meta["preference"])
                 if include_usage:

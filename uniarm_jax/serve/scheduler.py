@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from uniarm_jax.decode.rollout import left_pad
-from uniarm_jax.serve.slots import DecodeSlots
+from uniarm_jax.serve.slots import DecodeSlots, widths
 
 log = logging.getLogger("uniarm.serve")
 
@@ -74,14 +74,15 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="uniarm-serve-decode", daemon=True)
 
     def warm_up(self, bucket: int) -> None:
-        """Compiles the step and the first prompt bucket's join before the first request (a free row
-        joined with an all-padding prompt and left free)."""
+        """Compiles every step width and the first prompt bucket's join before the first request (a
+        free row joined with an all-padding prompt and left free)."""
         ids, mask = left_pad([[]], bucket, self.pad_id)
         weights = np.zeros(len(self.slots.plan.guides), np.float32)
         pref = None if "pref" not in self.slots.rows else self.slots.rows["pref"][0]
         self.slots.join(0, ids, mask, seed=0, base_weight=1.0, weights=weights, pref=pref, temperature=0.0, top_p=1.0)
         self.slots.free(0)
-        self.slots.step()
+        for width in widths(self.slots.plan.slots):
+            self.slots.step(width)
 
     def start(self) -> None:
         self._thread.start()
@@ -153,7 +154,7 @@ class Scheduler:
             return
         tokens = self.slots.step()
         self.steps += 1
-        for slot, job in enumerate(self.jobs):
+        for slot, job in enumerate(self.jobs[:len(tokens)]):
             if job is None:
                 continue
             token = int(tokens[slot])

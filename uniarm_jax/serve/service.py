@@ -104,7 +104,7 @@ class Service:
         plan = SlotPlan(cfg, tuple((g.config, g.adapter_config) for g in guides), options.slots, length,
                         options.top_k, int(pad_id))
         slots = DecodeSlots(plan, engine.decode_weights(base), tuple(engine.decode_weights(g) for g in guides),
-                            self.k if conditioned_arms(guides) else None)
+                            self.k if conditioned_arms(guides) else None, mesh=base.mesh)
         self.scheduler = Scheduler(slots, max_queue=options.max_queue, eos_ids=cfg.eos_token_ids, pad_id=int(pad_id))
         self._seeds = np.random.default_rng(options.seed)
         self.created = int(time.time())
