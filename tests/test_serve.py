@@ -406,7 +406,8 @@ def test_the_command_serves_until_interrupted(setup):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uniarm_jax.commands.main", "serve", "--base", setup["base_dir"],
                              "--arm", setup["arm_dir"], "--port", str(port), "--slots", "4", *LIMITS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest"))  # as conftest: one cache key
     try:
         deadline = time.monotonic() + 120
         while True:
