@@ -5,7 +5,8 @@
 - `memory_mib`: this process's peak RSS and current anonymous / file-backed RSS;
 - `run_fresh`: a command in a fresh process whose peak RSS does not start from ours, its last JSON line;
 - `run_measured`: a whole command's wall seconds and peak RSS, run as a fresh process;
-- `memory_increment`: a probe's peak RSS against the baseline probe that only imported the libraries.
+- `memory_increment`: a probe's peak RSS against the baseline probe that only imported the libraries;
+- `choose_omp_policy` / `set_omp_policy`: torch's OpenMP wait policy, timed on this machine.
 """
 
 from __future__ import annotations
@@ -82,3 +83,31 @@ def memory_increment(baseline: dict, probe: dict, phase: str) -> dict:
     """Peak RSS of a fresh process that ran `phase`, beside one that only imported the same libraries."""
     return {"import_baseline": baseline["peak"], f"peak_{phase}": probe["peak"],
             "increment": round(probe["peak"] - baseline["peak"], 1), "anon_file_now": probe["anon_file_now"]}
+
+
+def choose_omp_policy(check: list, fixed: str = "auto") -> dict:
+    """torch's OpenMP threads spin at barriers (libgomp's default wait policy): on this 2-core machine,
+    shared with other work, one descheduled thread stalls every op, and a torch forward was seen 20x
+    slower with 2 threads than with 1 (OMP_WAIT_POLICY=PASSIVE: as fast as 1 thread under load). So the
+    `check` command (a short torch job printing {"seconds": [...]}) runs under both policies in fresh
+    processes, and the faster one is used for every torch run that follows (it must be set before torch
+    is imported). `fixed` (not "auto") chooses instead."""
+    if fixed != "auto":
+        return {"used": fixed, "chosen_by": "--torch-omp-wait-policy"}
+    checks = {}
+    for policy in ("default", "PASSIVE"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy != "default":
+            env["OMP_WAIT_POLICY"] = policy
+        checks[policy] = run_fresh(check, env=env)
+    best = min(checks, key=lambda k: statistics.median(checks[k]["seconds"]))
+    return {"used": best, "chosen_by": "the faster median of a short torch job in a fresh process per policy, "
+                                       "'default' = libgomp's (OMP_WAIT_POLICY unset)",
+            "check_s": {k: v["seconds"] for k, v in checks.items()}}
+
+
+def set_omp_policy(policy: str) -> None:
+    """OMP_WAIT_POLICY for this process's torch (before torch is imported) and for the torch processes."""
+    os.environ.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = policy

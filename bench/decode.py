@@ -33,7 +33,7 @@ Everything that compares ours with torch alternates ours / torch repeat by repea
   cache is a temp dir, warmed by one cold run of ours (reported apart); then ours / torch alternate.
 - load: `uniarm_jax.load_pretrained` (arrays blocked on) vs `LlamaForCausalLM.from_pretrained`, alternated.
 - memory: peak RSS of the whole-process runs beside fresh import-only probes of each stack.
-- torch's OpenMP wait policy is timed first (`choose_omp_policy`): on this shared 2-core machine libgomp's
+- torch's OpenMP wait policy is timed first (`common.choose_omp_policy`): on this shared 2-core machine libgomp's
   spinning threads can make torch 20x slower; the faster of the default and PASSIVE is used.
 
 --gpu: a Llama-7B-shaped base and a Llama-7B-shaped MoSLoRA ARM (its own random bf16 weights, made on the
@@ -57,7 +57,14 @@ import sys
 import tempfile
 import time
 
-from common import clock, memory_mib, run_fresh, run_measured  # bench/ is this script's sys.path[0]
+from common import (  # bench/ is this script's sys.path[0]
+    choose_omp_policy,
+    clock,
+    memory_mib,
+    run_fresh,
+    run_measured,
+    set_omp_policy,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBES = ("jax-import", "torch-import")
@@ -245,33 +252,11 @@ def _omp_check(a) -> None:
     print(json.dumps({"seconds": [round(t, 3) for t in times], "torch_threads": torch.get_num_threads()}))
 
 
-def choose_omp_policy(a, arm_dir: str) -> dict:
-    """torch's OpenMP threads spin at barriers (libgomp's default wait policy): on this 2-core machine,
-    shared with other work, one descheduled thread stalls every op, and a torch forward was seen 20x
-    slower with 2 threads than with 1 (OMP_WAIT_POLICY=PASSIVE: as fast as 1 thread under load). So both
-    policies are timed in fresh processes and the faster one is used for every torch run that follows
-    (it must be set before torch is imported). `--torch-omp-wait-policy` fixes it instead."""
-    if a.torch_omp_wait_policy != "auto":
-        return {"used": a.torch_omp_wait_policy, "chosen_by": "--torch-omp-wait-policy"}
-    checks = {}
-    for policy in ("default", "PASSIVE"):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if policy != "default":
-            env["OMP_WAIT_POLICY"] = policy
-        checks[policy] = run_fresh([sys.executable, os.path.abspath(__file__), "--_omp_check",
-                                    f"--model-dir={a.model_dir}", f"--arm-dir={arm_dir}",
-                                    f"--arm-weight={a.arm_weight}", f"--prompt-len={a.prompt_len}"], env=env)
-    best = min(checks, key=lambda k: statistics.median(checks[k]["seconds"]))
-    return {"used": best, "chosen_by": "the faster median of torch rollouts (4 tokens, batch 1 and 16) in a fresh "
-                                       "process per policy, 'default' = libgomp's (OMP_WAIT_POLICY unset)",
-            "check_s": {k: v["seconds"] for k, v in checks.items()}}
-
-
-def set_omp_policy(policy: str) -> None:
-    """OMP_WAIT_POLICY for this process's torch (before torch is imported) and for the torch processes."""
-    os.environ.pop("OMP_WAIT_POLICY", None)
-    if policy != "default":
-        os.environ["OMP_WAIT_POLICY"] = policy
+def torch_policy(a, arm_dir: str) -> dict:
+    """`common.choose_omp_policy` timed on torch's rollouts (`_omp_check`)."""
+    return choose_omp_policy([sys.executable, os.path.abspath(__file__), "--_omp_check", f"--model-dir={a.model_dir}",
+                              f"--arm-dir={arm_dir}", f"--arm-weight={a.arm_weight}", f"--prompt-len={a.prompt_len}"],
+                             a.torch_omp_wait_policy)
 
 
 def _probe(kind: str) -> None:
@@ -582,7 +567,7 @@ def cpu_main(a) -> dict:
     a.arm_dir = os.path.join(tmp.name, "arm")
     make_arm(a, a.arm_dir)
     log("ARM written; choosing torch's OpenMP wait policy")
-    omp = choose_omp_policy(a, a.arm_dir)
+    omp = torch_policy(a, a.arm_dir)
     set_omp_policy(omp["used"])
     log(f"OMP_WAIT_POLICY: {omp['used']} {omp.get('check_s', '')}")
 

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from tests.tiny_models import make_tiny_llama  # noqa: E402
+from tests.tiny_models import FAMILIES, make_tiny_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,15 @@ def tiny_dir(tmp_path_factory):
     """A small random Llama (GQA ratio 2, untied, no rope scaling) saved by transformers."""
     path = tmp_path_factory.mktemp("tiny")
     make_tiny_llama(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session", params=list(FAMILIES))
+def family_dir(request, tmp_path_factory):
+    """A small random model of each Llama-family architecture (tests/tiny_models.py), saved by its
+    transformers class: the tests that take it run once per family."""
+    path = tmp_path_factory.mktemp(request.param)
+    make_tiny_llama(path, **FAMILIES[request.param])
     return str(path)
 
 

@@ -1,5 +1,6 @@
-"""ARMs into the PyTorch ecosystem: PEFT LoRA directories that `peft` loads onto transformers' Llama,
-merged Hugging Face directories, and our own adapter checkpoint; each gives the same logits."""
+"""ARMs into the PyTorch ecosystem: PEFT LoRA directories that `peft` loads onto transformers' class of
+each Llama-family base, merged Hugging Face directories, and our own adapter checkpoint; each gives the
+same logits."""
 
 import subprocess
 import sys
@@ -12,20 +13,32 @@ import transformers
 
 import uniarm_jax
 from tests.test_adapters import CONFIGS, randomise
-from tests.tiny_models import make_tiny_llama
-from uniarm_jax.errors import CheckpointError
+from tests.tiny_models import FAMILIES, make_tiny_llama
+from uniarm_jax.errors import CheckpointError, ConfigError
 from uniarm_jax.hf.adapter_files import load_adapter, save_adapter
 from uniarm_jax.hf.peft import export_merged, export_peft
 from uniarm_jax.model.arm import init_adapter
+from uniarm_jax.model.families import family_of
 
 ALPHA = [0.7, 0.3]
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("export_base")
-    make_tiny_llama(path)
-    return str(path)
+def base_dirs(tmp_path_factory):
+    """family -> the directory of a tiny random model of it (tests/tiny_models.py), made on first use."""
+    made = {}
+
+    def get(family):
+        if family not in made:
+            made[family] = str(tmp_path_factory.mktemp(f"export_{family}"))
+            make_tiny_llama(made[family], **FAMILIES[family])
+        return made[family]
+    return get
+
+
+@pytest.fixture(scope="module")
+def base_dir(base_dirs):
+    return base_dirs("llama")
 
 
 def torch_logits(model, ids):
@@ -33,28 +46,42 @@ def torch_logits(model, ids):
         return model(torch.tensor(ids)).logits.numpy()
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("name", ["lora", "pblora", "moslora", "moslora-k3-all-targets"])
-def test_peft_export_gives_the_same_logits(base_dir, tmp_path, name):
+def test_peft_export_gives_the_same_logits(base_dirs, tmp_path, name, family):
+    base_dir = base_dirs(family)
     arm = randomise(init_adapter(uniarm_jax.load_pretrained(base_dir), CONFIGS[name]))
     acfg = arm.adapter_config
     alpha = None if not acfg.takes_pref else (ALPHA if acfg.num_objectives == 2 else [0.2, 0.5, 0.3])
     export_peft(arm, str(tmp_path / "peft"), alpha)
 
-    base = transformers.LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    base = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval()
     ids = np.random.RandomState(0).randint(0, 96, (2, 12))
     diff = np.abs(uniarm_jax.logits(arm, ids, pref=alpha) - torch_logits(model, ids)).max()
-    assert diff <= 1e-4, f"{name}: max abs difference {diff}"
+    assert diff <= 1e-4, f"{family} {name}: max abs difference {diff}"
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("name", ["pblora", "moslora"])
-def test_merged_export_gives_the_same_logits(base_dir, tmp_path, name):
-    arm = randomise(init_adapter(uniarm_jax.load_pretrained(base_dir), CONFIGS[name]))
+def test_merged_export_gives_the_same_logits(base_dirs, tmp_path, name, family):
+    """transformers' class of the family and this project's loader both read the merged directory. A
+    MoSLoRA shift (on q/k/v) is a bias: Llama's attention_bias (zeros on o_proj), added to Qwen2's own
+    q/k/v biases; MistralForCausalLM has none, so the merged export is refused there."""
+    arm = randomise(init_adapter(uniarm_jax.load_pretrained(base_dirs(family)), CONFIGS[name]))
+    if name == "moslora" and arm.config.model_type == "mistral":
+        with pytest.raises(ConfigError, match="MistralForCausalLM has no bias on q_proj; .*export the ARM as PEFT"):
+            export_merged(arm, str(tmp_path / "merged"), ALPHA)
+        return
     export_merged(arm, str(tmp_path / "merged"), ALPHA)
-    model = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
-    assert model.config.attention_bias == (name == "moslora")  # MoSLoRA's shift is an exact bias
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    assert type(model).__name__ == family_of(arm.config.model_type).architecture
+    if arm.config.model_type == "llama":
+        assert model.config.attention_bias == (name == "moslora")  # MoSLoRA's shift is an exact bias
     ids = np.random.RandomState(1).randint(0, 96, (2, 12))
-    assert np.abs(uniarm_jax.logits(arm, ids, pref=ALPHA) - torch_logits(model, ids)).max() <= 1e-4
+    expected = uniarm_jax.logits(arm, ids, pref=ALPHA)
+    assert np.abs(expected - torch_logits(model, ids)).max() <= 1e-4
+    assert np.abs(expected - uniarm_jax.logits(uniarm_jax.load_pretrained(str(tmp_path / "merged")), ids)).max() <= 1e-4
 
 
 def test_adapter_checkpoint_round_trip_and_cli_export(base_dir, tmp_path):
@@ -84,7 +111,7 @@ def test_adapter_for_another_base_is_refused(base_dir, tmp_path):
     arm = init_adapter(uniarm_jax.load_pretrained(base_dir), CONFIGS["lora"])
     save_adapter(arm, str(tmp_path / "arm"))
     make_tiny_llama(tmp_path / "other", num_hidden_layers=3)
-    with pytest.raises(CheckpointError, match="num_hidden_layers=2; this base has num_hidden_layers=3"):
+    with pytest.raises(CheckpointError, match=r"not on this base: '.*other' has num_hidden_layers=3, not 2"):
         load_adapter(uniarm_jax.load_pretrained(str(tmp_path / "other")), str(tmp_path / "arm"))
     with pytest.raises(FileNotFoundError, match="has no adapter_config.json"):
         load_adapter(arm, base_dir)

@@ -99,6 +99,14 @@ def base(tmp_path_factory):
     return uniarm_jax.load_pretrained(str(path)), oracle
 
 
+@pytest.fixture(scope="module")
+def qwen2_base(tmp_path_factory):
+    """A base with biases of its own (Qwen2's q/k/v), for merging a MoSLoRA shift into them."""
+    path = tmp_path_factory.mktemp("adapters_qwen2")
+    oracle = make_tiny_llama(path, model_type="qwen2")
+    return uniarm_jax.load_pretrained(str(path)), oracle
+
+
 @pytest.mark.parametrize("name", ["lora", "pblora", "moslora"])
 def test_at_init_every_kind_leaves_the_base_logits_unchanged(base, name):
     handle, _ = base
@@ -171,9 +179,11 @@ def test_gradients_reach_only_the_adapter(base, name):
         assert not np.asarray(g).any(), f"base weight {jax.tree_util.keystr(path)} is differentiated"
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
 @pytest.mark.parametrize("name", ["lora", "pblora", "moslora", "moslora-scale-nocore", "moslora-k3-all-targets"])
-def test_merged_equals_unmerged(base, name):
-    handle, _ = base
+def test_merged_equals_unmerged(request, family, name):
+    """On Qwen2 a MoSLoRA shift on q/k/v is added to the base's own biases and taken off again."""
+    handle, _ = request.getfixturevalue({"llama": "base", "qwen2": "qwen2_base"}[family])
     arm = randomise(init_adapter(handle, CONFIGS[name]))
     acfg = arm.adapter_config
     alpha = None if not acfg.takes_pref else prefs_for(acfg, 1)[0]
@@ -187,7 +197,7 @@ def test_merged_equals_unmerged(base, name):
     # W + ΔW - ΔW in float32 is exact up to rounding at the scale of the merged weight.
     flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
     restored_flat, base_flat, merged_flat = flat(restored.params), flat(handle.params), flat(merged.params)
-    assert restored_flat.keys() == base_flat.keys()  # the merged bias is gone again
+    assert restored_flat.keys() == base_flat.keys()  # a merged bias the base lacks is gone again
     for key, original in base_flat.items():
         tol = 2 * np.finfo(np.float32).eps * np.abs(merged_flat[key]).max()
         assert np.abs(restored_flat[key] - original).max() <= tol, key

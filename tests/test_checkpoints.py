@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import uniarm_jax
-from tests.tiny_models import make_tiny_llama
+from tests.tiny_models import FAMILIES, make_tiny_llama
 from uniarm_jax.errors import CheckpointError
 from uniarm_jax.hf.safetensors import SafetensorsFile
 
@@ -21,15 +21,19 @@ def _leaves(handle):
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(handle.params)[0]}
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_export_loads_in_transformers_with_same_logits(tmp_path, tied):
-    make_tiny_llama(tmp_path / "src", tie_word_embeddings=tied,
-                    rope_scaling={"rope_type": "linear", "factor": 2.0})
+@pytest.mark.parametrize("name", ["llama-tied", *FAMILIES])
+def test_export_loads_in_transformers_with_same_logits(tmp_path, name):
+    """Every family comes back as its own transformers class (AutoModelForCausalLM reads the written
+    config.json) with the same logits, and every tensor (biases, q/k norms included) bit for bit."""
+    family = FAMILIES.get(name, dict(tie_word_embeddings=True))
+    oracle = make_tiny_llama(tmp_path / "src", rope_scaling={"rope_type": "linear", "factor": 2.0}, **family)
     handle = uniarm_jax.load_pretrained(str(tmp_path / "src"))
     uniarm_jax.save_pretrained(handle, str(tmp_path / "out"))
 
-    reloaded = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32).eval()
-    assert reloaded.config.tie_word_embeddings == tied
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32).eval()
+    assert type(reloaded) is type(oracle)
+    assert reloaded.config.tie_word_embeddings == oracle.config.tie_word_embeddings
+    assert getattr(reloaded.config, "sliding_window", None) == getattr(oracle.config, "sliding_window", None)
     ids = np.random.RandomState(0).randint(0, 96, (2, 20))
     with torch.no_grad():
         ref = reloaded(torch.tensor(ids)).logits.numpy()

@@ -151,24 +151,36 @@ def test_bos_appears_exactly_once(byte_tok, smol):
         assert ids[0] == smol.bos_token_id and ids[1] != smol.bos_token_id
 
 
-def test_loss_mask_and_batch_match_direct_retokenisation(smol, tmp_path):
+def test_packed_batch_matches_direct_retokenisation(smol, tmp_path):
+    """Each pair is one row: BOS + prompt, response 0 + EOS, response 1 + EOS, padding; the targets are
+    each response's tokens, each read from the position before it in its own sequence."""
     data = load_preferences(write_jsonl(tmp_path / "pku.jsonl", PKU_ROWS), "pku")
     cfg = TokenizeConfig(template="pku")
     pairs = tokenize_pairs(data, smol, cfg)
-    batch = collate(pairs, [2, 0, 1], length=64)
+    batch = collate(pairs, [2, 0, 1], length=96, response_length=32)
     assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
-        "input_ids": ((3, 2, 64), "int32"), "attention_mask": ((3, 2, 64), "int32"),
-        "loss_mask": ((3, 2, 64), "int32"), "labels": ((3, 2), "int32"), "scores": ((3, 2, 2), "float32")}
+        "input_ids": ((3, 96), "int32"), "segments": ((3, 96), "int32"), "target_ids": ((3, 2, 32), "int32"),
+        "target_from": ((3, 2, 32), "int32"), "target_mask": ((3, 2, 32), "int32"), "labels": ((3, 2), "int32"),
+        "scores": ((3, 2, 2), "float32")}
     for row, i in enumerate([2, 0, 1]):
         ex = PKU_ROWS[i]
         prompt = [smol.bos_token_id] + smol(apply_template("pku", ex["prompt"]), add_special_tokens=False)["input_ids"]
-        for j in (0, 1):
-            response = smol(ex[f"response_{j}"], add_special_tokens=False)["input_ids"] + [smol.eos_token_id]
-            n = len(prompt) + len(response)
-            assert batch["input_ids"][row, j, :n].tolist() == prompt + response
-            assert (batch["input_ids"][row, j, n:] == smol.pad_token_id).all()
-            assert batch["attention_mask"][row, j].tolist() == [1] * n + [0] * (64 - n)
-            assert batch["loss_mask"][row, j].tolist() == [0] * len(prompt) + [1] * len(response) + [0] * (64 - n)
+        responses = [smol(ex[f"response_{j}"], add_special_tokens=False)["input_ids"] + [smol.eos_token_id]
+                     for j in (0, 1)]
+        n = len(prompt) + len(responses[0]) + len(responses[1])
+        assert batch["input_ids"][row, :n].tolist() == prompt + responses[0] + responses[1]
+        assert (batch["input_ids"][row, n:] == smol.pad_token_id).all()
+        assert batch["segments"][row].tolist() == ([0] * len(prompt) + [1] * len(responses[0])
+                                                   + [2] * len(responses[1]) + [-1] * (96 - n))
+        for j, response in enumerate(responses):
+            m = len(response)
+            start = len(prompt) + j * len(responses[0])
+            assert batch["target_ids"][row, j, :m].tolist() == response
+            assert batch["target_mask"][row, j].tolist() == [1] * m + [0] * (32 - m)
+            assert batch["target_from"][row, j, :m].tolist() == [len(prompt) - 1] + list(range(start, start + m - 1))
+            # what the model reads at those positions: the token before each target in its own sequence
+            sequence = prompt + response
+            assert batch["input_ids"][row, batch["target_from"][row, j, :m]].tolist() == sequence[len(prompt) - 1:-1]
         assert batch["labels"][row].tolist() == [ex["better_response_id"], ex["safer_response_id"]]
 
 
@@ -239,7 +251,9 @@ def test_iterator_resumes_exactly(synthetic):
     for _ in range(6):
         a, b = next(first), next(resumed)
         assert_batches_equal(a, b)
-        assert a["input_ids"].shape[-1] % 16 == 0 and a["input_ids"].shape[-1] <= 80
+        # a packed row holds the prompt and both responses: up to 2 x 80 - 1 tokens, responses up to 79
+        assert a["input_ids"].shape[-1] % 16 == 0 and a["input_ids"].shape[-1] <= 159
+        assert a["target_ids"].shape[-1] % 4 == 0 and a["target_ids"].shape[-1] <= 79
     with pytest.raises(ConfigError, match="seed=3; this iterator has seed=4"):
         PreferenceBatches(pairs, 4, seed=4).restore(state)
 

@@ -83,6 +83,18 @@ def test_cached_guided_greedy_equals_recomputed_full_forwards(models, case):
         assert got == expected
 
 
+def test_guided_greedy_on_every_family_equals_recomputed_full_forwards(family_dir):
+    """UniARM on each Llama-family base (biases, q/k norms, Mistral's window of 6 inside the 13-token
+    rows): the cached rollout against the naive loop of full forwards."""
+    base = uniarm_jax.load_pretrained(family_dir)
+    base.config = base.config.replace(eos_token_id=None)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj")
+    arm = strong_modulation(randomise(init_adapter(base, AdapterConfig(kind="moslora", targets=targets)), seed=5))
+    ours, _ = guided_generate(base, [arm], PROMPTS, 6, pref=[0.3, 0.7])
+    for prompt, got in zip(PROMPTS, ours):
+        assert got == naive_guided(base, [arm], prompt, 6, [0.3, 0.7], [1.0])
+
+
 def naive_guided_arm_only(arm, prompt, n, pref, width=32):
     seq = list(prompt)
     for _ in range(n):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 import uniarm_jax
-from tests.tiny_models import make_tiny_llama
+from tests.tiny_models import FAMILIES, make_tiny_llama
 from uniarm_jax.decode import engine
 from uniarm_jax.decode.rollout import _Plan, _rollout
 from uniarm_jax.decode.sampling import Sampler
@@ -21,10 +21,11 @@ from uniarm_jax.model.arm import init_adapter
 BATCH, PROMPT, NEW = 2, 32, 16
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
+@pytest.fixture(scope="module", params=["llama", "mistral-window-6", "qwen3-attention-bias"])
+def models(request, tmp_path_factory):
+    """Also a family with a window (its mask term) and one with biases and q/k norms."""
     path = tmp_path_factory.mktemp("engine") / "base"
-    make_tiny_llama(path, num_hidden_layers=4)
+    make_tiny_llama(path, num_hidden_layers=4, **FAMILIES[request.param])
     base = uniarm_jax.load_pretrained(str(path))
     return base, init_adapter(base, AdapterConfig(kind="moslora", num_objectives=2))
 

@@ -39,3 +39,13 @@ def test_demo_prints_scored_responses_and_writes_the_front(smollm2_dir, tmp_path
     assert row["text"] == text and f"    {text}\n" in printed
     np.testing.assert_allclose([row["scores"]["brevity"], row["scores"]["informativeness"]],
                                [brevity(prompt, text), informativeness(prompt, text)], rtol=1e-12)
+
+
+def test_the_demo_adapter_carries_no_machine_path_and_finds_smollm2_by_fingerprint(smollm2_dir):
+    """The committed adapter records SmolLM2 by fingerprint (format 2), no path of the machine that
+    trained it: `make demo`'s freshly prepared SmolLM2, wherever the cache is, is its base."""
+    meta = json.load(open(f"{DEMO_ARM}/adapter_config.json"))
+    assert meta["format"] == "uniarm_jax.adapter/2" and meta["base_path_hint"] is None
+    assert meta["base_name"] == "SmolLM2-135M-Instruct" and '"/' not in json.dumps(meta)  # no absolute path
+    arm = load_adapter(load_pretrained(smollm2_dir), DEMO_ARM)
+    assert arm.adapter_config.kind == "moslora" and arm.path == smollm2_dir

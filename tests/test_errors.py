@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import uniarm_jax
+from tests.tiny_models import make_tiny_llama
 from uniarm_jax.errors import CheckpointError, ConfigError
 from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors
 
@@ -23,9 +24,10 @@ def copy_with_config(src, dst, **changes):
 
 @pytest.mark.parametrize("change, message", [
     ({"model_type": "gpt2"}, "model_type='gpt2' is not supported"),
-    ({"attention_bias": True}, "attention_bias=True is not supported"),
-    ({"mlp_bias": True}, "mlp_bias=True is not supported"),
-    ({"sliding_window": 4096}, "sliding_window=4096 is not supported"),
+    ({"sliding_window": 4096}, "sliding_window=4096 is not supported for model_type='llama'; expected null"),
+    ({"model_type": "mistral", "sliding_window": 0}, "sliding_window=0 is not supported .* or a positive window"),
+    ({"model_type": "qwen2", "layer_types": ["full_attention", "sliding_attention"]},
+     "layer_types holds 'sliding_attention', which is not supported"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}}, "rope_type='yarn' is not supported"),
     ({"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4}}, r"lacks field\(s\) \['factor'\]"),
@@ -35,6 +37,24 @@ def test_unsupported_config_is_refused(tiny_dir, tmp_path, change, message):
     path = copy_with_config(tiny_dir, tmp_path / "m", **change)
     with pytest.raises(ConfigError, match=message) as err:
         uniarm_jax.load_pretrained(path)
+    assert "config.json" in str(err.value)
+
+
+@pytest.mark.parametrize("model_type, features, message", [
+    ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),
+     "use_sliding_window=True is not supported"),
+    ("qwen3", dict(use_sliding_window=True, sliding_window=4, max_window_layers=0),
+     "use_sliding_window=True is not supported"),
+    ("qwen2", dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                    "original_max_position_embeddings": 32}), "rope_type='yarn' is not supported"),
+    ("qwen3", dict(hidden_act="gelu"), "hidden_act='gelu' is not supported"),
+])
+def test_a_qwen_feature_not_implemented_is_refused_naming_the_field(tmp_path, model_type, features, message):
+    """Real Qwen configs (written by transformers' own config classes) that switch on what the model
+    does not compute: refused with the field and value, before any weight is read."""
+    make_tiny_llama(tmp_path, model_type=model_type, **features)
+    with pytest.raises(ConfigError, match=message) as err:
+        uniarm_jax.load_pretrained(str(tmp_path))
     assert "config.json" in str(err.value)
 
 

@@ -8,41 +8,34 @@ import pytest
 import torch
 
 import uniarm_jax
+from tests.pairs import random_pairs
 from tests.tiny_models import make_tiny_llama
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.llama import Llama
+from uniarm_jax.train import losses
 from uniarm_jax.train.losses import ObjectiveConfig, model_logprob_fn, objective_loss, sample_dirichlet, weighted_winner
 
-B, K, L = 4, 2, 10
+B, K = 4, 2
 
 
 def make_batch(k=K, seed=0, with_scores=False):
-    rng = np.random.RandomState(seed)
-    ids = rng.randint(3, 96, (B, 2, L)).astype(np.int32)
-    attention = np.ones((B, 2, L), np.int32)
-    attention[:, 1, -2:] = 0  # right padding on response 1
-    loss_mask = np.zeros((B, 2, L), np.int32)
-    loss_mask[:, :, 4:] = 1   # prompt = first 4 tokens
-    loss_mask *= attention
-    scores = rng.randn(B, 2, k).astype(np.float32) if with_scores else np.full((B, 2, k), np.nan, np.float32)
-    return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask,
-            "labels": rng.randint(0, 2, (B, k)).astype(np.int32), "scores": scores}
+    return random_pairs(B, k, seed, with_scores=with_scores)[0]
 
 
-# A log-prob function numpy can replay: it depends on the tokens and, through `pref`, on α.
+# A log-prob function numpy can replay: it depends on the scored tokens and, through `pref`, on α.
 WEIGHTS = np.array([0.7, -1.3, 0.4])
 
 
-def fake_logprob_fn(ids, attention, loss_mask, pref):
-    base = -0.05 * jnp.sum(ids * loss_mask, axis=-1)
+def fake_logprob_fn(rows, pref):
+    base = -0.05 * jnp.sum(rows["target_ids"] * rows["target_mask"], axis=-1)  # [N, 2]
     if pref is None:
         return base
-    return base * (1.0 + pref @ jnp.asarray(WEIGHTS[: pref.shape[-1]], jnp.float32))
+    return base * (1.0 + pref @ jnp.asarray(WEIGHTS[: pref.shape[-1]], jnp.float32))[:, None]
 
 
 def numpy_lp(batch, pref):
     """[B, 2] log-probs under per-example pref [B, k] (or None)."""
-    base = -0.05 * np.sum(batch["input_ids"] * batch["loss_mask"], axis=-1).astype(np.float64)
+    base = -0.05 * np.sum(batch["target_ids"] * batch["target_mask"], axis=-1).astype(np.float64)
     return base if pref is None else base * (1.0 + pref @ WEIGHTS[: pref.shape[-1]])[:, None]
 
 
@@ -147,19 +140,27 @@ def test_dirichlet_draws_are_reproducible_from_the_seed():
     np.testing.assert_allclose(a.mean(0), 1 / 3, atol=0.02)  # Dirichlet(0.5·1) has mean 1/k
 
 
-def test_response_logprobs_match_transformers(tmp_path):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_response_logprobs_match_transformers(tmp_path, monkeypatch, chunked):
+    """Packed rows (prompt once, both responses after it) give each response the log-prob transformers
+    gives it in a sequence of its own (float32, |diff| ≤ 1e-4 on sums of ~10 log-probs); also when
+    the head runs chunk by chunk (16 positions a chunk here, under jax.checkpoint)."""
+    if chunked:
+        monkeypatch.setattr(losses, "SCORE_CHUNK_ELEMENTS", 1)
     oracle = make_tiny_llama(tmp_path)
     handle = uniarm_jax.load_pretrained(str(tmp_path))
-    batch = make_batch(seed=7)
-    ids = batch["input_ids"].reshape(-1, L)
-    attention = batch["attention_mask"].reshape(-1, L)
-    loss_mask = batch["loss_mask"].reshape(-1, L)
+    # rows and targets padded (40 tokens, 12 targets a response: 24 scored positions, 2 chunks of 16)
+    batch, pairs = random_pairs(B, K, seed=7, response_len=(1, 12), length=40, response_length=12)
     fn = model_logprob_fn(Llama(handle.config), {"params": handle.params})
-    ours = np.asarray(jax.jit(fn)(jnp.asarray(ids), jnp.asarray(attention), jnp.asarray(loss_mask), None))
-    with torch.no_grad():
-        logits = oracle(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(attention)).logits.double()
-    logp = torch.log_softmax(logits, -1)[:, :-1].gather(-1, torch.tensor(ids[:, 1:, None], dtype=torch.long))[..., 0]
-    ref = (logp.numpy() * loss_mask[:, 1:]).sum(-1)
+    rows = {k: jnp.asarray(batch[k]) for k in losses.ROW_KEYS}
+    ours = np.asarray(jax.jit(fn)(rows, None))
+    ref = np.zeros((B, 2))
+    for b, (seqs, p) in enumerate(zip(pairs["sequences"], pairs["prompt_lens"])):
+        for j, seq in enumerate(seqs):
+            ids = torch.tensor(seq[None], dtype=torch.long)
+            with torch.no_grad():
+                logp = torch.log_softmax(oracle(ids).logits.double(), -1)[0, :-1].gather(-1, ids[0, 1:, None])[:, 0]
+            ref[b, j] = logp[p - 1:].sum().item()
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
 

@@ -78,13 +78,19 @@ def test_sample_refuses_bad_input_before_compiling(setup, tmp_path):
     res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "other", *common)
     assert res.returncode == 2 and "disagrees with the base's" in res.stderr
 
-    # an adapter whose recorded base now holds another model (3 layers, the adapter has 2)
+    # an adapter whose base is neither the decoding base nor at its recorded path (which now holds
+    # another model: 3 layers, the adapter's has 2), nor the --arm-base given
     make_tiny_word_llama(tmp_path / "deeper", vocabulary(), num_hidden_layers=3)
+    make_tiny_word_llama(tmp_path / "reseeded", vocabulary(), seed=1)
     shutil.copytree(root / "arm", tmp_path / "arm")
     meta = json.load(open(tmp_path / "arm" / "adapter_config.json"))
-    json.dump(dict(meta, base_path=str(tmp_path / "deeper")), open(tmp_path / "arm" / "adapter_config.json", "w"))
-    res = uniarm_sample("--base", root / "base", "--arm", tmp_path / "arm", "--pref", "1,0", *common)
-    assert res.returncode == 2 and "num_hidden_layers=2; this base has num_hidden_layers=3" in res.stderr
+    json.dump(dict(meta, base_path_hint=str(tmp_path / "deeper")), open(tmp_path / "arm" / "adapter_config.json", "w"))
+    res = uniarm_sample("--base", tmp_path / "deeper", "--arm", tmp_path / "arm", "--pref", "1,0",
+                        "--arm-base", tmp_path / "reseeded", *common)
+    assert res.returncode == 2, res.stderr
+    assert f"ARM '{tmp_path / 'arm'}' was trained on 'base', which is not here: '{tmp_path / 'deeper'}' has " \
+           f"num_hidden_layers=3, not 2; '{tmp_path / 'reseeded'}' has the same shapes but other weights" in res.stderr
+    assert "pass --arm-base DIR with that model" in res.stderr
 
 
 def test_a_second_run_loads_its_programs_from_the_persistent_cache(setup, tmp_path):

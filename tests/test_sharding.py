@@ -9,10 +9,16 @@ from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.sharding import make_mesh
 
 
-def test_sharded_forward_equals_unsharded(tiny_dir):
+def test_sharded_forward_equals_unsharded(family_dir):
+    """Per family: biases sharded with their projection's output, Qwen3's per-head norms replicated."""
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    sharded = uniarm_jax.load_pretrained(tiny_dir, mesh=mesh)
-    single = uniarm_jax.load_pretrained(tiny_dir)
+    sharded = uniarm_jax.load_pretrained(family_dir, mesh=mesh)
+    single = uniarm_jax.load_pretrained(family_dir)
+    attn = sharded.params["layers"]["self_attn"]
+    if "bias" in attn["q_proj"]:
+        assert tuple(attn["q_proj"]["bias"].sharding.spec) == (None, "tensor")
+    if single.config.qk_norm:
+        assert tuple(attn["q_norm"]["weight"].sharding.spec) in ((), (None, None))
 
     q = sharded.params["layers"]["self_attn"]["q_proj"]["kernel"]  # [layers, embed, heads]
     assert tuple(q.sharding.spec) == (None, "fsdp", "tensor")

@@ -1,4 +1,5 @@
-"""Tiny random Llamas saved with transformers' `save_pretrained`: the oracle models of the tests."""
+"""Tiny random Llama-family models saved with transformers' `save_pretrained`: the oracle models of the
+tests."""
 
 import copy
 
@@ -10,12 +11,25 @@ TINY = dict(vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_laye
             bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-def make_tiny_llama(path, seed: int = 0, dtype=torch.float32, **overrides) -> transformers.LlamaForCausalLM:
-    """Saves a random LlamaForCausalLM to `path` and returns it (float32, eval mode). Every weight,
-    norms included, is random, so a swapped or untransposed tensor cannot go unnoticed."""
-    cfg = transformers.LlamaConfig(**{**TINY, **overrides})
+# One tiny model of each Llama-family architecture, as `make_tiny_llama` overrides: each feature that
+# sets a family apart switched on (a window shorter than the tests' sequences, biases, per-head q/k norms).
+FAMILIES = {
+    "llama": dict(),
+    "mistral-window-6": dict(model_type="mistral", sliding_window=6),
+    "qwen2-untied": dict(model_type="qwen2"),
+    "qwen2-tied": dict(model_type="qwen2", tie_word_embeddings=True),
+    "qwen3-attention-bias": dict(model_type="qwen3", attention_bias=True),
+}
+
+
+def make_tiny_llama(path, seed: int = 0, dtype=torch.float32, model_type: str = "llama",
+                    **overrides) -> transformers.PreTrainedModel:
+    """Saves a random causal LM of `model_type` (llama, mistral, qwen2, qwen3: transformers' own class)
+    to `path` and returns it (float32, eval mode). Every weight, norms and biases included, is random,
+    so a swapped, untransposed or ignored tensor cannot go unnoticed."""
+    cfg = transformers.AutoConfig.for_model(model_type, **{**TINY, **overrides})
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):

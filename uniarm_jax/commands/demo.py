@@ -34,7 +34,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
     from uniarm_jax.eval.pareto import simplex_grid
     from uniarm_jax.eval.report import BASE, markdown_table, write_report
     from uniarm_jax.eval.scoring import make_scorers
-    from uniarm_jax.hf.adapter_files import load_adapter, read_adapter_config
+    from uniarm_jax.hf.adapter_files import load_adapter, read_adapter
     from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
     from uniarm_jax.hf.smollm2 import prepare_smollm2
 
@@ -43,7 +43,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
     base = load_pretrained(path, dtype=dtype)
     tokenizer = load_tokenizer(path)
     arm = load_adapter(base, arm_dir)
-    names = read_adapter_config(arm_dir).get("objectives")
+    names = read_adapter(arm_dir).objectives
     if not arm.adapter_config.takes_pref or names is None or len(names) != 2:
         raise ConfigError(f"{arm_dir} holds a {arm.adapter_config.kind} adapter with objectives {names}; the demo "
                           "needs a preference-conditioned ARM trained by `uniarm train` on two objectives")

@@ -9,10 +9,15 @@ from uniarm_jax.errors import ConfigError
 
 
 def evaluate(args) -> None:
+    import dataclasses
+
     from uniarm_jax.eval.evaluate import evaluate as run_evaluation
     from uniarm_jax.eval.evaluate import load_eval_config
 
-    run_evaluation(load_eval_config(args.config, args.overrides))
+    config = load_eval_config(args.config, args.overrides)
+    if args.arm_base is not None:
+        config = dataclasses.replace(config, arm_base=args.arm_base)
+    run_evaluation(config)
 
 
 def make_data(args) -> None:
@@ -36,6 +41,7 @@ def register(sub) -> None:
                        "uniarm evaluate CONFIG.yaml [key=value ...]")
     p.add_argument("config", help="YAML evaluation config (see configs/small_task/eval_*.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. limit=10 out_dir=results/try")
+    options.add_arm_base(p)  # the config's arm_base
     p.set_defaults(func=evaluate)
 
     p = sub.add_parser("make-data", help="preference pairs of the small-scale task: two base samples per prompt, "

@@ -28,6 +28,12 @@ def add_generation(p: argparse.ArgumentParser, *, max_new_tokens: int = defaults
     add_dtype(p)
 
 
+def add_arm_base(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arm-base", default=None, metavar="DIR",
+                   help="the base of ARMs whose own base is not the decoding base and not at its recorded path: "
+                   "a moved base, or the local copy of a PEFT ARM's base_model_name_or_path (e.g. a hub id)")
+
+
 def sampler(args: argparse.Namespace):
     """The `decode.Sampler` the generation options describe."""
     from uniarm_jax.decode.sampling import Sampler

@@ -1,7 +1,7 @@
 """`uniarm sample`: guided generation from files, for one preference or a whole grid in one call.
 
-Reads prompts (`{"prompt": ...}` per line), loads the base and the ARMs (this project's adapter
-directories, or plain Hugging Face directories such as a fully fine-tuned ARM), checks everything that
+Reads prompts (`{"prompt": ...}` per line), loads the base and the ARMs (adapter directories, this
+project's or PEFT LoRA ones, or plain Hugging Face directories such as a fully fine-tuned ARM), checks everything that
 can be checked before compiling (preferences, tokenizers, prompt lengths, ARM files), then runs every
 (prompt, preference) row through `decode.guided_generate` in batches.
 """
@@ -35,7 +35,8 @@ def sample(args, log=print) -> dict:
     mesh = parse_mesh(args.mesh) if args.mesh else None
     base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
     tokenizer = load_tokenizer(args.base)
-    arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh)
+    arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh,
+                                    args.arm_base)
     k = num_objectives(arms)
     if prefs != [None]:
         for p in prefs:
@@ -87,8 +88,9 @@ def sample(args, log=print) -> dict:
 def register(sub) -> None:
     p = sub.add_parser("sample", help="guided generation: base + ARM(s) under preference vectors")
     p.add_argument("--base", required=True, help="Hugging Face directory of the frozen base")
-    p.add_argument("--arm", action="append", help="an adapter directory of this project or a Hugging Face "
-                   "directory (a fully fine-tuned ARM); repeat for GenARM's one ARM per objective")
+    p.add_argument("--arm", action="append", help="an adapter directory (this project's or a PEFT LoRA one) or a "
+                   "Hugging Face directory (a fully fine-tuned ARM); repeat for GenARM's one ARM per objective")
+    options.add_arm_base(p)
     p.add_argument("--arm-weight", action="append", type=float, help="one per --arm (default 1)")
     p.add_argument("--base-weight", type=float, default=1.0, help="0 samples from the ARM alone")
     p.add_argument("--pref", action="append", help="a preference vector a,b,...; repeat to sweep a grid")

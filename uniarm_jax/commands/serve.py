@@ -31,7 +31,8 @@ def build_server(args):
     mesh = parse_mesh(args.mesh) if args.mesh else None
     base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
     tokenizer = load_tokenizer(args.base)
-    arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh)
+    arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh,
+                                    args.arm_base)
     service = Service(base, tokenizer, arms, args.arm or [], arm_weights, opts)
     config = uvicorn.Config(make_app(service), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=5)
@@ -58,6 +59,7 @@ def register(sub) -> None:
     p.add_argument("--arm", action="append", help="an adapter directory of this project or a Hugging Face "
                    "directory (a fully fine-tuned ARM); repeat for GenARM's one ARM per objective")
     p.add_argument("--arm-weight", action="append", type=float, help="one per --arm (default 1)")
+    options.add_arm_base(p)
     p.add_argument("--base-weight", type=float, default=1.0, help="0 samples from the ARM alone")
     p.add_argument("--default-preference", default=None,
                    help="a,b,...: the α of requests that bring none (default: uniform)")

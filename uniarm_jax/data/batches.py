@@ -1,17 +1,23 @@
 """Batches of preference pairs with static shapes, a seeded order, a resumable position, and
 per-process slices for multi-host training.
 
-A batch is a dict of numpy arrays (B rows, both responses of each pair side by side):
+Both responses of a pair follow the same prompt, so a batch packs each pair into ONE row: the prompt
+once, then response 0, then response 1, each response attending to the prompt and to itself only
+(docs/design.md §4). The prompt's tokens are computed once per pair instead of twice, and the loss
+reads the logits only where it scores a token. A batch is a dict of numpy arrays (B pairs):
 
-    input_ids       [B, 2, L] int32   prompt + response tokens, right-padded with the pad id
-    attention_mask  [B, 2, L] int32   1 on real tokens
-    loss_mask       [B, 2, L] int32   1 where the TOKEN is a response token (EOS included); the loss
-                                      scores token t with the logits of position t - 1
-    labels          [B, k]    int32   index of the preferred response per objective
-    scores          [B, 2, k] float32 per-response scores, NaN where the data has none
+    input_ids    [B, T]    int32   prompt, response 0, response 1, right-padded with the pad id
+    segments     [B, T]    int32   0 prompt, 1 response 0, 2 response 1, -1 padding
+    target_ids   [B, 2, R] int32   the tokens the loss scores: response j's tokens, EOS included
+    target_from  [B, 2, R] int32   where in the row the hidden state that predicts each one sits (the
+                                   token before it in its own sequence: the prompt's last for the first)
+    target_mask  [B, 2, R] int32   1 on real targets
+    labels       [B, k]    int32   index of the preferred response per objective
+    scores       [B, 2, k] float32 per-response scores, NaN where the data has none
 
-L is the global batch's longest row rounded up to a multiple of `bucket` and capped at
-max_total_tokens, so only a few shapes are ever compiled (`bucket=None`: always max_total_tokens).
+T is the global batch's longest packed row rounded up to a multiple of `bucket`, R its longest response
+rounded up to a multiple of a quarter of it, each capped by what max_total_tokens allows, so only a few
+shapes are ever compiled (`bucket=None`: always the caps).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 from uniarm_jax.data.tokenization import TokenizedPairs
 from uniarm_jax.errors import ConfigError
 
+PROMPT, PADDING = 0, -1  # segment ids; response j is segment j + 1
+
 
 def bucket_length(longest: int, bucket: int | None, cap: int) -> int:
     """`longest` rounded up to a multiple of `bucket`, at most `cap` (`bucket=None`: `cap`)."""
@@ -29,20 +37,48 @@ def bucket_length(longest: int, bucket: int | None, cap: int) -> int:
     return min(cap, max(bucket, -(-longest // bucket) * bucket))
 
 
-def collate(data: TokenizedPairs, indices, length: int) -> dict[str, np.ndarray]:
-    """The batch of examples `indices`, every row padded on the right to `length` tokens."""
-    b = len(indices)
-    batch = {"input_ids": np.full((b, 2, length), data.pad_id, np.int32),
-             "attention_mask": np.zeros((b, 2, length), np.int32),
-             "loss_mask": np.zeros((b, 2, length), np.int32)}
-    for row, i in enumerate(indices):
-        for j in (0, 1):
-            ids, mask = data.sequence(int(i), j)
-            if len(ids) > length:
-                raise ValueError(f"example {int(i)} response {j} has {len(ids)} tokens; the batch holds {length}")
-            batch["input_ids"][row, j, :len(ids)] = ids
-            batch["attention_mask"][row, j, :len(ids)] = 1
-            batch["loss_mask"][row, j, :len(ids)] = mask
+def pack_pair(prompt, responses, length: int, response_length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """One pair as one packed row (the arrays above without their batch axis)."""
+    p = len(prompt)
+    if p + sum(map(len, responses)) > length or max(map(len, responses)) > response_length:
+        raise ValueError(f"a pair of {p} + {[len(r) for r in responses]} tokens does not fit a row of {length} "
+                         f"tokens with {response_length} per response")
+    row = {"input_ids": np.full(length, pad_id, np.int32), "segments": np.full(length, PADDING, np.int32),
+           "target_ids": np.zeros((2, response_length), np.int32),
+           "target_from": np.zeros((2, response_length), np.int32),
+           "target_mask": np.zeros((2, response_length), np.int32)}
+    row["input_ids"][:p], row["segments"][:p] = prompt, PROMPT
+    start = p
+    for j, response in enumerate(responses):
+        n = len(response)
+        row["input_ids"][start:start + n], row["segments"][start:start + n] = response, j + 1
+        row["target_ids"][j, :n] = response
+        # token m of the response is predicted at the token before it: the prompt's last one for m = 0
+        row["target_from"][j, :n] = np.concatenate([[p - 1], start + np.arange(n - 1)]) if n else []
+        row["target_mask"][j, :n] = 1
+        if p == 0 and n:  # nothing precedes a response without a prompt: its first token is not scored
+            row["target_from"][j, 0], row["target_mask"][j, 0] = 0, 0
+        start += n
+    return row
+
+
+def packed_lengths(data: TokenizedPairs) -> np.ndarray:
+    """`[N, 2]`: each example's packed row length and its longer response's length."""
+    return np.array([[len(p) + len(a) + len(b), max(len(a), len(b))]
+                     for p, (a, b) in zip(data.prompt_ids, data.response_ids)], np.int64).reshape(len(data), 2)
+
+
+def row_shape(lengths: np.ndarray, bucket: int | None, max_total_tokens: int) -> tuple[int, int]:
+    """`(T, R)` of a batch whose examples have `packed_lengths` `lengths`."""
+    row = bucket_length(int(lengths[:, 0].max()), bucket, 2 * max_total_tokens - 1)
+    return row, bucket_length(int(lengths[:, 1].max()), bucket and max(1, bucket // 4), max_total_tokens - 1)
+
+
+def collate(data: TokenizedPairs, indices, length: int, response_length: int) -> dict[str, np.ndarray]:
+    """The batch of examples `indices`, each pair packed into a row of `length` tokens."""
+    rows = [pack_pair(data.prompt_ids[int(i)], data.response_ids[int(i)], length, response_length, data.pad_id)
+            for i in indices]
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     batch["labels"] = data.labels[np.asarray(indices, np.int64)]
     batch["scores"] = data.scores[np.asarray(indices, np.int64)]
     return batch
@@ -77,7 +113,7 @@ class PreferenceBatches:
         self.bucket, self.num_epochs = bucket, num_epochs
         self.process_index, self.process_count = process_index, process_count
         self.steps_per_epoch = len(data) // batch_size
-        self._lengths = data.lengths().max(axis=1)
+        self._lengths = packed_lengths(data)
         self.epoch, self.index = 0, 0
 
     def order(self, epoch: int) -> np.ndarray:
@@ -96,9 +132,9 @@ class PreferenceBatches:
         if self.num_epochs is not None and self.epoch >= self.num_epochs:
             raise StopIteration
         indices = self.global_indices(self.epoch, self.index)
-        length = bucket_length(int(self._lengths[indices].max()), self.bucket, self.data.config.max_total_tokens)
+        shape = row_shape(self._lengths[indices], self.bucket, self.data.config.max_total_tokens)
         share = self.batch_size // self.process_count
-        batch = collate(self.data, indices[self.process_index * share:(self.process_index + 1) * share], length)
+        batch = collate(self.data, indices[self.process_index * share:(self.process_index + 1) * share], *shape)
         self.index += 1
         if self.index == self.steps_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from uniarm_jax.model.config import LlamaConfig
-from uniarm_jax.model.llama import DecoderLayer, Linear, RMSNorm, cached_positions_and_mask, output_logits
+from uniarm_jax.model.llama import DecoderLayer, RMSNorm, cached_positions_and_mask, head_logits
 
 # id of a stacked leaf -> that tree laid out per layer; dropped with the tree
 _LAYOUTS: dict[int, tuple] = {}
@@ -84,7 +84,8 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
     """Appends a chunk (the left-padded prompt, or one token per row) to `cache` and returns the float32
     logits of each row's last position `[batch, vocab]` and the new cache."""
     meta = {k: cache[k] for k in ("index", "valid", "seen")}
-    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32))
+    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
+                                                              cfg.sliding_window)
     top, dtype = weights["top"], jnp.dtype(cfg.dtype)
     embedding = top["embed_tokens"]["embedding"].astype(dtype)
     x = jnp.take(embedding, input_ids, axis=0)
@@ -94,6 +95,4 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
         x, layer_cache = _layer(cfg, acfg, params, adapter, cache["layers"][i], x, positions, mask, index, pref)
         layers.append(layer_cache)
     x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
-    head = None if cfg.tie_word_embeddings else \
-        (lambda h: Linear(cfg.vocab_size, cfg).apply({"params": top["lm_head"]}, h))
-    return output_logits(cfg, x, embedding, head)[:, 0], {**meta, "layers": tuple(layers)}
+    return head_logits(cfg, top, x)[:, 0], {**meta, "layers": tuple(layers)}

@@ -1,14 +1,20 @@
-"""The ARMs that guide a base, loaded from their directories: this project's adapter directories (on
-the base each was trained on: the decoding base's weights are shared when it is the same model, else
-the small base is loaded, weak-to-strong) or plain Hugging Face directories (fully fine-tuned ARMs).
-Shared by `uniarm sample`, `uniarm evaluate` and the demo."""
+"""The ARMs that guide a base, loaded from their directories: adapter directories (this project's, or
+PEFT LoRA directories), each on the base it was trained on, or plain Hugging Face directories (fully
+fine-tuned ARMs). Shared by `uniarm sample`, `uniarm evaluate` and the demo.
+
+An adapter's base is found by what the adapter records: the decoding base when it is that model
+(its weights are then shared), else `arm_base` (`--arm-base DIR`: a moved base, or the local copy of
+a PEFT adapter's hub base), else the path the adapter was trained at; a weak ARM (weak-to-strong) gets
+its small base loaded.
+"""
 
 from __future__ import annotations
 
 import os
 
 from uniarm_jax.errors import CheckpointError, ConfigError, MissingFileError
-from uniarm_jax.hf.adapter_files import load_adapter, read_adapter_config
+from uniarm_jax.hf.adapter_files import ADAPTER_FORMAT, find_base, load_adapter, read_adapter
+from uniarm_jax.hf.fingerprint import fingerprint
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 
 
@@ -16,20 +22,24 @@ def _same_dir(a: str | None, b: str) -> bool:
     return a is not None and os.path.realpath(a) == os.path.realpath(b)
 
 
-def load_arm(path: str, base, dtype: str, mesh=None):
-    """An ARM handle from `path`: an adapter directory (on the base it was trained on; the decoding
-    base's weights are shared when it is the same model) or a plain Hugging Face directory."""
+def _same_model(hf_dir: str, base) -> bool:
+    return _same_dir(hf_dir, base.path) or fingerprint(hf_dir) == fingerprint(base.path, base.config)
+
+
+def load_arm(path: str, base, dtype: str, mesh=None, arm_base: str | None = None):
+    """An ARM handle from `path` and the directory of its base: an adapter directory (on the base it
+    was trained on, see the module's docstring) or a plain Hugging Face directory."""
     if not os.path.isdir(path):
         raise MissingFileError(f"ARM {path!r} does not exist")
+    if arm_base is not None and not os.path.isdir(arm_base):
+        raise MissingFileError(f"--arm-base {arm_base!r} does not exist")
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        meta = read_adapter_config(path)
-        arm_base_dir = meta.get("base_path")
-        if _same_dir(arm_base_dir, base.path):
-            return load_adapter(base, path), base.path
-        if not arm_base_dir or not os.path.isdir(arm_base_dir):
-            raise CheckpointError(f"ARM {path!r} was trained on base {arm_base_dir!r}, which is not here; "
-                                  "its adapter needs that base model")
-        return load_adapter(load_pretrained(arm_base_dir, dtype=dtype, mesh=mesh), path), arm_base_dir
+        record = read_adapter(path)
+        on_base = base.path if record.format == ADAPTER_FORMAT else None  # the others record no fingerprint
+        arm_base_dir = find_base(record, [on_base, arm_base, record.base_hint])
+        arm_base_model = base if _same_model(arm_base_dir, base) else load_pretrained(arm_base_dir, dtype=dtype,
+                                                                                       mesh=mesh)
+        return load_adapter(arm_base_model, path), arm_base_dir
     if os.path.isfile(os.path.join(path, "config.json")):
         return load_pretrained(path, dtype=dtype, mesh=mesh), path
     raise CheckpointError(f"ARM {path!r} is neither an adapter directory (adapter_config.json) nor a Hugging "
@@ -55,7 +65,8 @@ def check_tokenizers_agree(base_tok, arm_tok, arm_dir: str) -> None:
                               f"{idx} in the base and {arm_vocab.get(token)} in the ARM; guidance needs one tokenizer")
 
 
-def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=None) -> tuple[list, list[float]]:
+def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=None,
+                arm_base: str | None = None) -> tuple[list, list[float]]:
     """The ARM handles of `paths` (see `load_arm`), each checked to share the base's tokenizer, and
     one weight per ARM (default 1)."""
     weights = list(weights) if weights else [1.0] * len(paths)
@@ -63,7 +74,7 @@ def load_guides(paths: list[str], weights, base, tokenizer, dtype: str, mesh=Non
         raise ConfigError(f"{len(weights)} ARM weights for {len(paths)} ARMs; give one weight per ARM")
     arms = []
     for path in paths:
-        arm, arm_base_dir = load_arm(path, base, dtype, mesh)
+        arm, arm_base_dir = load_arm(path, base, dtype, mesh, arm_base)
         if not _same_dir(arm_base_dir, base.path) and not same_tokenizer_files(base.path, arm_base_dir):
             check_tokenizers_agree(tokenizer, load_tokenizer(arm_base_dir), path)
         arms.append(arm)

@@ -42,7 +42,7 @@ from uniarm_jax.errors import ConfigError
 from uniarm_jax.eval.pareto import check_reference, simplex_grid
 from uniarm_jax.eval.report import BASE, format_point, markdown_table, write_report
 from uniarm_jax.eval.scoring import make_scorers, score_responses
-from uniarm_jax.hf.adapter_files import read_adapter_config
+from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.model.preferences import check_pref
 
@@ -66,6 +66,7 @@ class EvalConfig:
     grid_steps: int = 10                  # the simplex grid: entries in {0, 1/steps, ..., 1}; k=2, 10 -> 11 points
     prefs: tuple[tuple[float, ...], ...] | None = None  # or an explicit list of preference vectors
     methods: dict[str, MethodSpec] = dataclasses.field(default_factory=dict)
+    arm_base: str | None = None           # the base of ARMs not on `base` nor at their recorded path (--arm-base)
     template: str = defaults.TEMPLATE
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
     max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS
@@ -117,7 +118,7 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
     for i, (path, guide) in enumerate(zip(paths, guides)):
         if guide.adapter_config is None:
             continue
-        learnt = read_adapter_config(path).get("objectives")
+        learnt = read_adapter(path).objectives
         expected = names if guide.adapter_config.takes_pref else names[i:i + 1]
         if learnt is not None and list(learnt) != list(expected):
             raise ConfigError(f"method {method!r}: ARM {path!r} learnt objectives {learnt}; in this evaluation it "
@@ -167,7 +168,8 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     tokenizer = load_tokenizer(base.path)
     methods = {}
     for name, spec in config.methods.items():  # every ARM is loaded and checked before anything runs
-        guides, weights = load_guides(list(spec.arms), spec.arm_weights, base, tokenizer, config.dtype)
+        guides, weights = load_guides(list(spec.arms), spec.arm_weights, base, tokenizer, config.dtype,
+                                      arm_base=config.arm_base and os.path.expanduser(config.arm_base))
         if num_objectives(guides) != k:
             raise ConfigError(f"method {name!r} guides {num_objectives(guides)} objectives; the evaluation scores "
                               f"{k}: {names}")

@@ -20,15 +20,19 @@ import numpy as np
 from uniarm_jax.errors import CheckpointError, MissingFileError
 from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors, sliced_shape
 from uniarm_jax.model.config import LlamaConfig
+from uniarm_jax.model.families import family_of
 from uniarm_jax.model.llama import param_shapes
-from uniarm_jax.model.projections import PROJECTIONS
+from uniarm_jax.model.projections import BY_NAME, PROJECTIONS
 from uniarm_jax.model.sharding import param_shardings, path_str
 
 # our path -> (HF name with {i} for the layer, transposed?); the projections from their table. Biases
-# exist only in merged exports (MoSLoRA's shift at a fixed α), never in a loaded Llama.
+# exist where the config says (Qwen2's q/k/v) and in merged exports (MoSLoRA's shift at a fixed α); the
+# per-head q/k norms in Qwen3.
 _LAYER_MAP = {
     "layers/input_layernorm/weight": ("model.layers.{i}.input_layernorm.weight", False),
     "layers/post_attention_layernorm/weight": ("model.layers.{i}.post_attention_layernorm.weight", False),
+    "layers/self_attn/q_norm/weight": ("model.layers.{i}.self_attn.q_norm.weight", False),
+    "layers/self_attn/k_norm/weight": ("model.layers.{i}.self_attn.k_norm.weight", False),
 }
 for _p in PROJECTIONS:
     _LAYER_MAP[f"{_p.path}/kernel"] = (_p.hf_module("{i}") + ".weight", True)
@@ -224,11 +228,18 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
 
 
 def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = None,
-              max_shard_bytes: int = 5 * 2**30, hf_overrides: dict | None = None) -> None:
-    """Writes `config.json` (with `hf_overrides` applied) and safetensors (sharded with an index past
-    `max_shard_bytes`) that transformers' LlamaForCausalLM loads. One tensor is on the host at a time."""
+              max_shard_bytes: int = 5 * 2**30) -> None:
+    """Writes `config.json` and safetensors (sharded with an index past `max_shard_bytes`) that the
+    family's transformers class (LlamaForCausalLM, Qwen2ForCausalLM, ...) loads. One tensor is on the
+    host at a time. A merged tree's extra biases are declared by the family's flags, with zeros on
+    the projections a flag covers that carry none."""
     os.makedirs(out_dir, exist_ok=True)
     flat = flatten(params)
+    biased = [p.name for p in PROJECTIONS if f"{p.path}/bias" in flat]
+    hf_config = cfg.to_hf_dict(biased)
+    for name in family_of(cfg.model_type).bias_fields(biased)[1]:
+        kernel = flat[f"{BY_NAME[name].path}/kernel"]
+        flat.setdefault(f"{BY_NAME[name].path}/bias", jnp.zeros(kernel.shape[::2], kernel.dtype))
     dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
     entries = []
     for path, array in flat.items():
@@ -263,9 +274,7 @@ def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = 
         total = sum(int(np.prod(e[1])) * dtype.itemsize for e in entries)
         with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    hf_config = cfg.to_hf_dict()
     hf_config["torch_dtype"] = str(jnp.dtype(dtype))
-    hf_config.update(hf_overrides or {})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
 

@@ -82,7 +82,7 @@ def merge_adapter(handle, pref=None):
     """A handle with the adapter folded into the frozen kernels at one α: no adapter overhead.
 
     MoSLoRA's shift `s β(α) B` does not depend on the input, so it becomes an exact bias on the merged
-    projection."""
+    projection (added to the base's own bias where it has one, as Qwen2's q/k/v)."""
     acfg, alpha = handle.adapter_config, single_pref(handle, pref)
     params = jax.tree.map(lambda x: x, handle.params)
     for proj, weights in adapted(handle.adapter, acfg):
@@ -91,7 +91,8 @@ def merge_adapter(handle, pref=None):
         kernel = layer["kernel"]
         layer["kernel"] = (kernel.astype(jnp.float32) + dw).astype(kernel.dtype)
         if bias is not None:
-            layer["bias"] = bias.astype(kernel.dtype)
+            own = layer.get("bias", jnp.zeros((), jnp.float32))
+            layer["bias"] = (own.astype(jnp.float32) + bias).astype(kernel.dtype)
     return dataclasses.replace(handle, params=params, adapter_config=None, adapter=None)
 
 
@@ -102,8 +103,11 @@ def unmerge_adapter(merged, acfg: AdapterConfig, adapter: dict, pref=None):
     params = jax.tree.map(lambda x: x, merged.params)
     for proj, weights in adapted(adapter, acfg):
         layer = _kernel_layer(params, proj)
-        dw, _ = jax.vmap(lambda p: adapters.delta_weight(p, alpha, acfg))(weights)
+        dw, bias = jax.vmap(lambda p: adapters.delta_weight(p, alpha, acfg))(weights)
         layer["kernel"] = (layer["kernel"].astype(jnp.float32) - dw).astype(layer["kernel"].dtype)
-        layer.pop("bias", None)
+        if proj.name not in merged.config.biases:
+            layer.pop("bias", None)
+        elif bias is not None:
+            layer["bias"] = (layer["bias"].astype(jnp.float32) - bias).astype(layer["bias"].dtype)
     return dataclasses.replace(handle, params=params)
 

@@ -1,8 +1,9 @@
 """Model configuration: one dataclass read from (and written back to) a Hugging Face `config.json`.
 
-Only Llama-compatible architectures are accepted. Anything this model cannot reproduce exactly
-(biases, sliding windows, unknown RoPE variants, other activations) is refused naming the field, so a
-checkpoint never loads into a model that silently computes something else.
+Only Llama-family architectures are accepted (Llama, Mistral, Qwen2/2.5, Qwen3: `model/families.py`),
+as switches of the one decoder. Anything this model cannot reproduce exactly (per-layer sliding
+windows, unknown RoPE variants, other activations) is refused naming the field, so a checkpoint never
+loads into a model that silently computes something else.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import os
 from typing import Any
 
 from uniarm_jax.errors import ConfigError, MissingFileError
+from uniarm_jax.model.families import FAMILIES, family_of
+from uniarm_jax.model.projections import NAMES
 
-SUPPORTED_MODEL_TYPES = ("llama",)
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-    """Architecture of a Llama-1/2/3-style decoder, plus the dtype policy and remat switch."""
+    """Architecture of a Llama-family decoder, plus the dtype policy and remat switch."""
 
     vocab_size: int
     hidden_size: int
@@ -39,6 +41,10 @@ class LlamaConfig:
     bos_token_id: int | None = 1
     eos_token_id: int | list | None = 2
     pad_token_id: int | None = None
+    # The family (its config.json layout and transformers class) and its switches of the decoder.
+    model_type: str = "llama"
+    biases: tuple[str, ...] = ()       # the projections that carry a bias (Qwen2: q/k/v)
+    sliding_window: int | None = None  # a query sees the keys less than this many positions back (Mistral)
     # dtype policy: weights are stored in `param_dtype`, matmuls run in `dtype`, softmax and the
     # final logits are float32.
     param_dtype: str = "float32"
@@ -55,9 +61,22 @@ class LlamaConfig:
             if getattr(self, name) not in DTYPES:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {DTYPES}")
         _check_rope_scaling(self.rope_scaling)
+        family = family_of(self.model_type)
+        unknown = [b for b in self.biases if b not in NAMES]
+        if unknown:
+            raise ConfigError(f"biases names {unknown[0]!r}, which is no projection; expected some of {NAMES}")
+        family.bias_fields(self.biases)
+        if self.sliding_window is not None and not (family.sliding_window and self.sliding_window >= 1):
+            raise ConfigError(f"sliding_window={self.sliding_window!r} is not supported for model_type="
+                              f"{self.model_type!r}; expected null" + " or a positive window" * family.sliding_window)
 
     def __hash__(self):  # rope_scaling is a dict; the config must still key jit caches
         return hash(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+    @property
+    def qk_norm(self) -> bool:
+        """RMSNorm over head_dim on every q and k head, before RoPE (Qwen3)."""
+        return family_of(self.model_type).qk_norm
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -74,18 +93,22 @@ class LlamaConfig:
 
     @classmethod
     def from_hf_dict(cls, hf: dict[str, Any], source: str = "config.json", **overrides) -> "LlamaConfig":
-        """Reads a transformers Llama config (4.x or 5.x layout), refusing what we cannot reproduce."""
-        model_type = hf.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ConfigError(f"{source}: model_type={model_type!r} is not supported; "
-                              f"expected one of {SUPPORTED_MODEL_TYPES} (a Llama-compatible model)")
-        for field in ("attention_bias", "mlp_bias"):
-            if hf.get(field):
-                raise ConfigError(f"{source}: {field}={hf[field]!r} is not supported; "
-                                  "expected false (Llama projections have no bias)")
-        if hf.get("sliding_window") is not None or hf.get("use_sliding_window"):
-            raise ConfigError(f"{source}: sliding_window={hf.get('sliding_window')!r} is not supported; "
-                              "expected null (full causal attention)")
+        """Reads a transformers Llama, Mistral, Qwen2 or Qwen3 config (4.x or 5.x layout), refusing what we
+        cannot reproduce."""
+        try:
+            family = family_of(hf.get("model_type"))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        window = hf.get("sliding_window")
+        if family.window_switch:  # Qwen: the window applies only when switched on, to some layers
+            if hf.get(family.window_switch):
+                raise ConfigError(f"{source}: {family.window_switch}={hf[family.window_switch]!r} is not "
+                                  "supported (per-layer sliding windows); expected false (full causal attention)")
+            window = None
+        layer_types = [t for t in hf.get("layer_types") or () if t != "full_attention"]
+        if layer_types:
+            raise ConfigError(f"{source}: layer_types holds {layer_types[0]!r}, which is not supported; "
+                              "expected only 'full_attention' layers")
         act = hf.get("hidden_act", "silu")
         if act != "silu":
             raise ConfigError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
@@ -122,6 +145,9 @@ class LlamaConfig:
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"),
             pad_token_id=hf.get("pad_token_id"),
+            model_type=family.model_type,
+            biases=family.biases_from_hf(hf),
+            sliding_window=window,
         )
         cfg.update(overrides)
         try:
@@ -143,11 +169,14 @@ class LlamaConfig:
                 raise ConfigError(f"{path} is not valid JSON: {e}") from None
         return cls.from_hf_dict(hf, source=path, **overrides)
 
-    def to_hf_dict(self) -> dict[str, Any]:
-        """A config.json that transformers' LlamaForCausalLM reads (4.x and 5.x)."""
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+    def to_hf_dict(self, biases=None) -> dict[str, Any]:
+        """A config.json that the family's transformers class reads (4.x and 5.x). `biases`: the
+        projections that carry one (default: the config's; a merged MoSLoRA shift adds some)."""
+        family = FAMILIES[self.model_type]
+        flags, _ = family.bias_fields(self.biases if biases is None else biases)
+        hf = {
+            "architectures": [family.architecture],
+            "model_type": self.model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -161,13 +190,17 @@ class LlamaConfig:
             "rope_scaling": self.rope_scaling,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_bias": False,
-            "mlp_bias": False,
+            **flags,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
             "torch_dtype": self.param_dtype,
         }
+        if family.sliding_window or family.window_switch:
+            hf["sliding_window"] = self.sliding_window
+        if family.window_switch:
+            hf[family.window_switch] = False
+        return hf
 
 
 def _normalise_rope_scaling(scaling: dict | None, source: str) -> dict | None:

@@ -1,4 +1,6 @@
 """Flax Linen Llama: embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+The Llama-family variants are switches of its config (docs/design.md §2): projection biases (Qwen2),
+q/k norms per head (Qwen3), a sliding window (Mistral).
 
 Variable collections (docs/design.md): `params` holds the frozen base weights, `adapter` an ARM's
 adapter, `cache` a layer's KV cache. The full forward stacks the decoder layers with `nn.scan`, so
@@ -97,8 +99,8 @@ class Linear(nn.Module):
     """A projection with a `[d_in, d_out]` kernel, computed in the config's compute dtype.
 
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
-    collection, so the frozen `params` never see them. A `bias` exists only in merged trees (MoSLoRA's
-    shift at a fixed α); the Llama itself has none.
+    collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
+    q/k/v) and in merged trees (MoSLoRA's shift at a fixed α).
     """
 
     features: int
@@ -116,8 +118,9 @@ class Linear(nn.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         x = x.astype(dtype)
         y = jnp.dot(x, kernel.astype(dtype))
-        if self.has_variable("params", "bias"):
-            y = y + _frozen(self.get_variable("params", "bias"), self.frozen).astype(dtype)
+        if self.name in self.cfg.biases or self.has_variable("params", "bias"):
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.dtype(self.cfg.param_dtype))
+            y = y + _frozen(bias, self.frozen).astype(dtype)
         acfg = self.adapter
         if acfg is not None and self.name in acfg.targets:
             weights = self.variable("adapter", acfg.kind,
@@ -128,15 +131,16 @@ class Linear(nn.Module):
 
 
 class Block(nn.Module):
-    """A part of a decoder layer: the config, the adapter injected into its projections (their base
-    weights then frozen), and whether adapter dropout is off."""
+    """A part of a decoder layer: the config, the adapter injected into its projections, and whether
+    adapter dropout is off. (Under an adapter the layers' base weights are frozen by `Llama`, once for
+    the whole stack.)"""
 
     cfg: LlamaConfig
     adapter: AdapterConfig | None = None
     deterministic: bool = True
 
     def projection(self, features: int, name: str) -> Linear:
-        return Linear(features, self.cfg, self.adapter, self.deterministic, self.adapter is not None, name=name)
+        return Linear(features, self.cfg, self.adapter, self.deterministic, name=name)
 
 
 def write_chunk(cache, chunk, index):
@@ -158,6 +162,9 @@ class Attention(Block):
         q = proj(h * d, name="q_proj")(x, pref).reshape(b, length, h, d)
         k = proj(kv * d, name="k_proj")(x, pref).reshape(b, length, kv, d)
         v = proj(kv * d, name="v_proj")(x, pref).reshape(b, length, kv, d)
+        if cfg.qk_norm:  # Qwen3: every head RMS-normalised over head_dim, before RoPE
+            q = RMSNorm(cfg, name="q_norm")(q)
+            k = RMSNorm(cfg, name="k_norm")(k)
         inv_freq = rope_inv_freq(cfg)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
@@ -193,26 +200,38 @@ class DecoderLayer(Block):
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
         cfg, acfg, det = self.cfg, self.adapter, self.deterministic
-        frozen = acfg is not None
         x = x + Attention(cfg, acfg, det, name="self_attn")(
-            RMSNorm(cfg, frozen, name="input_layernorm")(x), positions, mask, cache_index, pref)
-        x = x + MLP(cfg, acfg, det, name="mlp")(RMSNorm(cfg, frozen, name="post_attention_layernorm")(x), pref)
+            RMSNorm(cfg, name="input_layernorm")(x), positions, mask, cache_index, pref)
+        x = x + MLP(cfg, acfg, det, name="mlp")(RMSNorm(cfg, name="post_attention_layernorm")(x), pref)
         return x, None
 
 
-def positions_and_mask(attention_mask):
-    """The full forward's RoPE positions `[b, l]` (real tokens before each one, per row) and attention
-    mask `[b, l, l]` (causal, real keys only) of a left-padded batch."""
+def positions_and_mask(attention_mask, segments=None, window: int | None = None):
+    """The full forward's RoPE positions `[b, l]` and attention mask `[b, l, l]` of a padded batch.
+
+    A query sees the real keys up to itself; with `segments`, a row packs a shared prompt (segment 0)
+    and continuations of it (segments 1, 2, ...), and a continuation's query sees only the prompt and its
+    own segment, so each continuation computes what it would in a row of its own. A token's position is
+    the number of keys it sees before it: real tokens before it in a plain row, the prompt plus its
+    own segment's earlier tokens in a packed one. With a sliding `window` (Mistral) a query sees only
+    the keys less than `window` positions back; the term is left out where no two keys can be that far
+    apart (a window at least the length)."""
     length = attention_mask.shape[1]
-    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     causal = jnp.tril(jnp.ones((length, length), bool))
-    return positions, causal[None] & attention_mask[:, None, :].astype(bool)
+    mask = causal[None] & attention_mask[:, None, :].astype(bool)
+    if segments is not None:
+        mask &= (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
+    positions = jnp.maximum(jnp.sum(mask, axis=-1, dtype=jnp.int32) - 1, 0)
+    if window is not None and window < length:
+        mask = mask & (positions[:, :, None] - positions[:, None, :] < window)
+    return positions, mask
 
 
-def cached_positions_and_mask(meta: dict, attention_mask):
+def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = None):
     """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
-    real tokens each row has seen, and queries see every real slot up to their own. Returns the
-    positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`.
+    real tokens each row has seen, and queries see every real slot up to their own (and, with a
+    `window`, less than `window` positions back: a slot's position is the real slots before it).
+    Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`.
 
     `index` is one slot for every row (a batch decoded together), or one per row `[b]` (the server's
     decode slots, each at its own point, `serve/slots.py`); there a row whose chunk holds no real token
@@ -228,6 +247,9 @@ def cached_positions_and_mask(meta: dict, attention_mask):
         query_slots = (index[:, None] + jnp.arange(length))[:, :, None]
         moved = index + length * (attention_mask.sum(-1) > 0)
     mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots)
+    if window is not None and window < valid.shape[1]:
+        key_positions = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1
+        mask = mask & (positions[:, :, None] - key_positions[:, None, :] < window)
     meta = {"index": moved, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
     return positions, mask, index, meta
 
@@ -238,10 +260,21 @@ def output_logits(cfg: LlamaConfig, x, embedding, lm_head=None):
     return logits.astype(jnp.float32)
 
 
+def head_logits(cfg: LlamaConfig, params: dict, x):
+    """`output_logits` from the model's parameter tree, outside the module: decoding needs them only at
+    the last position, the loss only where it scores a token."""
+    embedding = params["embed_tokens"]["embedding"].astype(jnp.dtype(cfg.dtype))
+    head = None if cfg.tie_word_embeddings else \
+        (lambda h: Linear(cfg.vocab_size, cfg).apply({"params": params["lm_head"]}, h))
+    return output_logits(cfg, x, embedding, head)
+
+
 class Llama(nn.Module):
-    """The causal LM's full forward: float32 logits `[batch, length, vocab]` (training, scoring,
-    `uniarm_jax.logits`). Decoder layers are one `nn.scan`; decoding runs the same layers one by one
-    over per-layer weights and caches instead (`decode/engine.py`, docs/design.md).
+    """The causal LM's full forward: float32 logits `[batch, length, vocab]` (scoring, `uniarm_jax.logits`),
+    or with `hidden_only` the final hidden states, whose logits the loss computes only where it scores a
+    token (`head_logits`); `segments` packs a prompt with its continuations (`positions_and_mask`).
+    Decoder layers are one `nn.scan`; decoding runs the same layers one by one over per-layer weights
+    and caches instead (`decode/engine.py`, docs/design.md).
 
     With an `adapter` config, the targeted projections add that adapter's delta under the per-example
     preference vectors `pref` `[batch, k]` (a call argument, so one compiled graph serves every α).
@@ -252,25 +285,36 @@ class Llama(nn.Module):
     adapter: AdapterConfig | None = None
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True):
+    def __call__(self, input_ids, attention_mask=None, pref=None, deterministic=True, segments=None,
+                 hidden_only=False):
         cfg = self.cfg
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32))
+        positions, mask = positions_and_mask(attention_mask.astype(jnp.int32), segments, cfg.sliding_window)
 
         frozen = self.adapter is not None
         dtype = jnp.dtype(cfg.dtype)
         embedding = _frozen(Embedding(cfg, name="embed_tokens")(), frozen).astype(dtype)
         x = jnp.take(embedding, input_ids, axis=0)
 
-        layer = DecoderLayer
-        if cfg.remat:
-            layer = nn.remat(layer, prevent_cse=False)
+        # The backward keeps each layer's projection outputs and recomputes the rest (elementwise ops and
+        # the attention scores, whose [length, length] per head would otherwise be kept for every
+        # layer: memory then grows linearly with length); `remat` keeps only each layer's input.
+        policy = None if cfg.remat else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        layer = nn.remat(DecoderLayer, prevent_cse=False, policy=policy)
         stack = nn.scan(layer, variable_axes={"params": 0, "adapter": 0},
                         split_rngs={"params": True, "adapter": True, "dropout": True},
                         in_axes=(nn.broadcast,) * 4, length=cfg.num_hidden_layers)
+        if frozen:
+            # The base weights' gradient stops once, on the stacked arrays outside the scan: a stop per
+            # layer would make each layer's weight slice a new value that the backward keeps (a copy
+            # of every weight), where a plain slice of the scanned input is read again instead.
+            stack = nn.map_variables(stack, "params", lambda v: jax.tree.map(jax.lax.stop_gradient, v),
+                                     init=self.is_initializing())
         x, _ = stack(cfg, self.adapter, deterministic, name="layers")(x, positions, mask, 0, pref)
         x = RMSNorm(cfg, frozen, name="norm")(x)
+        if hidden_only and not self.is_initializing():
+            return x
         lm_head = None if cfg.tie_word_embeddings else Linear(cfg.vocab_size, cfg, frozen=frozen, name="lm_head")
         return output_logits(cfg, x, embedding, lm_head)
 

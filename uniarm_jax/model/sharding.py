@@ -37,10 +37,12 @@ PARAM_AXES = {
     "norm/weight": ("norm",),
     "layers/input_layernorm/weight": ("layers", "norm"),
     "layers/post_attention_layernorm/weight": ("layers", "norm"),
+    "layers/self_attn/q_norm/weight": ("layers", "norm"),  # per head, over head_dim (Qwen3): replicated
+    "layers/self_attn/k_norm/weight": ("layers", "norm"),
 }
 for _p in PROJECTIONS:
     PARAM_AXES[f"{_p.path}/kernel"] = ("layers", _p.d_in, _p.d_out)
-    PARAM_AXES[f"{_p.path}/bias"] = ("layers", _p.d_out)  # merged exports only (MoSLoRA's shift)
+    PARAM_AXES[f"{_p.path}/bias"] = ("layers", _p.d_out)  # Qwen2's q/k/v; merged MoSLoRA shifts
 
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:

@@ -22,7 +22,7 @@ from uniarm_jax.data.tokenization import TokenizeConfig, encode_framed
 from uniarm_jax.decode import engine
 from uniarm_jax.decode.rollout import conditioned_arms, guide_weights, num_objectives
 from uniarm_jax.errors import CheckpointError, ConfigError, RequestError
-from uniarm_jax.hf.adapter_files import read_adapter_config
+from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.model.preferences import check_pref
 from uniarm_jax.serve import requests
 from uniarm_jax.serve.scheduler import Job, Scheduler
@@ -53,8 +53,8 @@ def model_id(path: str) -> str:
 
 def _recorded_objectives(path: str) -> list[str] | None:
     try:
-        return read_adapter_config(path).get("objectives")
-    except (CheckpointError, FileNotFoundError):  # a plain Hugging Face directory, or another format
+        return read_adapter(path).objectives  # a PEFT directory records none
+    except (CheckpointError, FileNotFoundError):  # a plain Hugging Face directory
         return None
 
 

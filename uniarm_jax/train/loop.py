@@ -163,7 +163,7 @@ def train(config: RunConfig, log=print) -> dict:
         while step < data.total_steps:
             start = time.perf_counter()
             batch = next(data.batches)
-            tokens = int(batch["attention_mask"].sum()) * jax.process_count()
+            tokens = int((batch["segments"] >= 0).sum()) * jax.process_count()
             state, metrics = steps.train_step(state, base.params, _global_batch(batch, steps.batch_sharding), rng)
             metrics = named_metrics(metrics, data.objectives)
             step += 1

@@ -1,12 +1,12 @@
 """ARM objectives: response log-probs and the GenARM, PARM and UniARM losses (docs/methods.md §1-3).
 
-Every loss is written against a `logprob_fn(input_ids, attention_mask, loss_mask, pref) -> [N]` that
-returns the summed response log-prob of each row, so the objectives know nothing of the model and the
-tests can check them against numpy on the same log-probs. A batch holds preference pairs:
+Every loss is written against a `logprob_fn(rows, pref) -> [N, 2]` that returns the summed log-prob of
+both responses of each packed row (data/batches.py: the prompt once, then both responses), so the
+objectives know nothing of the model and the tests can check them against numpy on the same log-probs.
+A batch holds B preference pairs; besides the packed rows (`ROW_KEYS`):
 
-    input_ids, attention_mask, loss_mask   [B, 2, L]  int32   (response_0 and response_1 of each prompt)
-    labels                                  [B, k]     int32   index of the preferred response per objective
-    scores                                  [B, 2, k]  float32 per-objective scores, NaN where absent
+    labels   [B, k]     int32   index of the preferred response per objective
+    scores   [B, 2, k]  float32 per-objective scores, NaN where absent
 
 Choices of this project (docs/methods.md leaves them open), each switchable in `ObjectiveConfig`:
 - UniARM's global term draws one α per *example* (PARM, as its reference code, one per micro-batch).
@@ -16,12 +16,14 @@ Choices of this project (docs/methods.md leaves them open), each switchable in `
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
 from uniarm_jax import defaults
 from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.llama import head_logits
 
 METHODS = ("genarm", "parm", "uniarm")
 READINGS = ("dim_global", "weighted_vote")
@@ -59,41 +61,61 @@ class ObjectiveConfig:
 
 # ------------------------------------------------------------------------------------- log-probs
 
-def token_logprobs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
-    """`[N, L-1]` float32: log p(token t | tokens < t) for t = 1..L-1."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, input_ids[:, 1:, None], axis=-1)[..., 0]
+ROW_KEYS = ("input_ids", "segments", "target_ids", "target_from", "target_mask")
+# scored positions per row whose float32 logits are held at once (about 32 MiB a row)
+SCORE_CHUNK_ELEMENTS = 2**23
 
 
-def response_logprobs(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> jax.Array:
-    """`[N]`: the sum (not the mean) of the response tokens' log-probs; prompt and padding masked."""
-    return jnp.sum(token_logprobs(logits, input_ids) * loss_mask[:, 1:].astype(jnp.float32), axis=-1)
+def scored_logprobs(cfg, params: dict, hidden: jax.Array, target_from: jax.Array, target_ids: jax.Array):
+    """`[N, S]` float32: log p(target_ids[n, s]) under the logits of the hidden state at
+    `target_from[n, s]`. The head runs only on the scored positions, a chunk of them at a time under
+    `jax.checkpoint` when there are many, so memory grows with the tokens scored, never with
+    tokens × vocabulary."""
+    n, s = target_ids.shape
+    chunk = max(16, 2 ** int(math.log2(max(1, SCORE_CHUNK_ELEMENTS // cfg.vocab_size))))
+
+    def logprobs(h, ids):
+        logits = head_logits(cfg, params, h)
+        return jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+
+    h = jnp.take_along_axis(hidden, target_from[..., None], axis=1)  # [N, S, D]
+    if s <= chunk:
+        return logprobs(h, target_ids)
+    pad = -s % chunk
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(n, -1, chunk, h.shape[-1])
+    ids = jnp.pad(target_ids, ((0, 0), (0, pad))).reshape(n, -1, chunk)
+    out = jax.lax.map(jax.checkpoint(lambda xs: logprobs(*xs)), (jnp.swapaxes(h, 0, 1), jnp.swapaxes(ids, 0, 1)))
+    return jnp.swapaxes(out, 0, 1).reshape(n, -1)[:, :s]
 
 
 def model_logprob_fn(model, variables: dict, deterministic: bool = True, dropout_rng=None):
-    """A `logprob_fn` running a Flax Llama (with or without adapter) over flattened rows."""
+    """A `logprob_fn` running a Flax Llama (with or without adapter) over packed rows."""
     rngs = None if deterministic else {"dropout": dropout_rng}
 
-    def logprob_fn(input_ids, attention_mask, loss_mask, pref):
-        logits = model.apply(variables, input_ids, attention_mask, pref, deterministic, rngs=rngs)
-        return response_logprobs(logits, input_ids, loss_mask)
+    def logprob_fn(rows, pref):
+        segments = rows["segments"]
+        hidden = model.apply(variables, rows["input_ids"], segments >= 0, pref, deterministic, segments=segments,
+                             hidden_only=True, rngs=rngs)
+        n, two, r = rows["target_ids"].shape
+        lp = scored_logprobs(model.cfg, variables["params"], hidden, rows["target_from"].reshape(n, two * r),
+                             rows["target_ids"].reshape(n, two * r)).reshape(n, two, r)
+        return jnp.sum(lp * rows["target_mask"].astype(jnp.float32), axis=-1)
     return logprob_fn
 
 
 def pair_logprobs(logprob_fn, batch: dict, prefs: jax.Array | None) -> jax.Array:
     """Log-probs `[C, B, 2]` of both responses under C stacked conditionings `prefs [C, B, k]` (one
-    forward for all of them), or `[1, B, 2]` without preferences."""
-    b, _, length = batch["input_ids"].shape
+    forward for all of them), or `[1, B, 2]` without preferences. The copies of a pair are adjacent
+    rows (pair-major), so rows sharded by pair stay on their device: no collective moves the batch."""
+    b = batch["labels"].shape[0]
     copies = 1 if prefs is None else prefs.shape[0]
 
     def rows(x):
-        return jnp.broadcast_to(x[None], (copies,) + x.shape).reshape(copies * b * 2, length)
+        return jnp.broadcast_to(x[:, None], (b, copies) + x.shape[1:]).reshape((b * copies,) + x.shape[1:])
 
-    pref_rows = None
-    if prefs is not None:
-        pref_rows = jnp.broadcast_to(prefs[:, :, None, :], (copies, b, 2, prefs.shape[-1])).reshape(copies * b * 2, -1)
-    lp = logprob_fn(rows(batch["input_ids"]), rows(batch["attention_mask"]), rows(batch["loss_mask"]), pref_rows)
-    return lp.reshape(copies, b, 2)
+    pref_rows = None if prefs is None else jnp.swapaxes(prefs, 0, 1).reshape(b * copies, prefs.shape[-1])
+    lp = logprob_fn({k: rows(batch[k]) for k in ROW_KEYS}, pref_rows).reshape(b, copies, 2)
+    return jnp.swapaxes(lp, 0, 1)
 
 
 # ----------------------------------------------------------------------------------- the pieces
