@@ -13,6 +13,7 @@ setup(
     version="0.1.0",
     description="UniARM, GenARM and PARM autoregressive reward models for test-time alignment, in JAX/Flax",
     packages=find_packages(include=["uniarm_jax", "uniarm_jax.*"]),
+    package_data={"uniarm_jax.serve": ["static/*"]},  # the playground page
     python_requires=">=3.11",
     install_requires=requirements,
     entry_points={"console_scripts": ["uniarm = uniarm_jax.commands.main:main"]},

@@ -33,3 +33,11 @@ class MissingFileError(UniarmError, FileNotFoundError):
 
 class TrainingError(UniarmError, RuntimeError):
     """Training stopped on a bad value (a NaN/inf loss); the last good checkpoint is kept."""
+
+
+class RequestError(UniarmError, ValueError):
+    """A request to `uniarm serve` that it cannot honour; `param` names the field (OpenAI's error JSON)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param

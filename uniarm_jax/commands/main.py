@@ -7,6 +7,7 @@
     uniarm convert --base HF_DIR --out DIR [--dtype D] load and write back a Hugging Face directory
     uniarm truncate --base HF_DIR --first N [--last M] --out DIR   a shallower model (a weak ARM's base)
     uniarm sample --base HF_DIR [--arm PATH]... [--pref a,b]... --prompts F --out F   guided decoding
+    uniarm serve --base HF_DIR [--arm PATH]... [--port 8000] [--slots N]   OpenAI-compatible server, α per request
     uniarm train CONFIG.yaml [section.key=value ...]   train an ARM (GenARM, PARM or UniARM)
     uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
     uniarm evaluate CONFIG.yaml [key=value ...]        generate -> score -> HV/MIP -> Pareto plots, per method
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uniarm_jax.commands import demo, evaluate, models, sample, train
+from uniarm_jax.commands import demo, evaluate, models, sample, serve, train
 from uniarm_jax.compilation import enable_persistent_cache
 from uniarm_jax.errors import TrainingError, UniarmError
 
@@ -31,7 +32,7 @@ from uniarm_jax.errors import TrainingError, UniarmError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniarm", description="UniARM / GenARM / PARM in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, sample, train, evaluate, demo):
+    for module in (models, sample, serve, train, evaluate, demo):
         module.register(sub)
     return parser
 

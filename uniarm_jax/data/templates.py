@@ -35,7 +35,12 @@ def apply_template(name: str, prompt: str, tokenizer=None) -> str:
     if name == "chat":
         if tokenizer is None:
             raise ConfigError("template 'chat' needs the tokenizer whose chat template it applies")
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        return chat_text(tokenizer, [{"role": "user", "content": prompt}])
     # str.replace, not str.format: prompts may hold braces.
     return FORMATS[name].replace("{prompt}", prompt)
+
+
+def chat_text(tokenizer, messages: list[dict]) -> str:
+    """A conversation (`{"role", "content"}` dicts) in the tokenizer's chat template, with the
+    generation prompt (the assistant turn's header) appended."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -103,8 +103,13 @@ def finish_response(ids: list[int], eos: int, budget: int) -> tuple[list[int], b
 def encode_prompt(tokenizer, prompt: str, config: TokenizeConfig) -> tuple[list[int], int, bool]:
     """A prompt as the ARM was trained to see it (template, BOS once, the last tokens kept), for
     decoding: `(ids, untruncated length, truncated?)`."""
+    return encode_framed(tokenizer, apply_template(config.template, prompt, tokenizer), config)
+
+
+def encode_framed(tokenizer, text: str, config: TokenizeConfig) -> tuple[list[int], int, bool]:
+    """`encode_prompt` of a prompt already framed by its template (the server frames whole chats)."""
     bos, _, _ = special_ids(tokenizer, config)
-    raw = tokenizer(apply_template(config.template, prompt, tokenizer), add_special_tokens=False)["input_ids"]
+    raw = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids, cut = finish_prompt(list(raw), bos, config)
     return ids, len(raw) + (bos is not None and (not raw or raw[0] != bos)), cut
 

@@ -54,13 +54,14 @@ def decode_weights(handle) -> dict:
             "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n)}
 
 
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None, row_index: bool = False) -> dict:
     """An empty KV cache for `batch` rows of up to `max_len` tokens (prompt + generated): per layer its
-    own K and V `[batch, max_len, kv_heads, head_dim]`, plus what every layer shares."""
+    own K and V `[batch, max_len, kv_heads, head_dim]`, plus what every layer shares. `row_index`: each
+    row has its own next slot (the server's rows join and leave at different steps)."""
     dtype = jnp.dtype(dtype or cfg.dtype)
     shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
     return {
-        "index": jnp.zeros((), jnp.int32),               # next slot to write (shared by all rows)
+        "index": jnp.zeros((batch,) if row_index else (), jnp.int32),  # next slot to write (shared, or per row)
         "valid": jnp.zeros((batch, max_len), jnp.int8),  # which slots hold real tokens, per row
         "seen": jnp.zeros((batch,), jnp.int32),          # real tokens so far, per row (next position)
         "layers": tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

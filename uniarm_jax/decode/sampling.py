@@ -4,6 +4,7 @@ greedy or top-k / top-p sampling (docs/methods.md §1)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -38,19 +39,54 @@ def combine_logprobs(base_logits, arm_logits: tuple, weights, base_weight: float
     return out
 
 
+def _top_k(logits, k: int):
+    kth = jax.lax.top_k(logits, k)[0][:, -1:]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+
+
+def _top_p(logits, p):
+    """Only the smallest set of top tokens whose mass reaches `p` (a number or `[batch, 1]`) survives."""
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+    cut_sorted = jnp.where(before >= p, -jnp.inf, sorted_logits)
+    return jnp.full_like(logits, -jnp.inf).at[jnp.arange(logits.shape[0])[:, None], order].set(cut_sorted)
+
+
 def choose_token(logp, rng, sampler: Sampler):
     """Greedy at temperature 0; else top-k / top-p filtering, then a sample of softmax(logp / T)."""
     if sampler.temperature == 0:
         return jnp.argmax(logp, axis=-1).astype(jnp.int32)
     logits = logp / sampler.temperature
     if sampler.top_k:
-        kth = jax.lax.top_k(logits, sampler.top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+        logits = _top_k(logits, sampler.top_k)
     if sampler.top_p < 1:
-        order = jnp.argsort(-logits, axis=-1)
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
-        cut_sorted = jnp.where(before >= sampler.top_p, -jnp.inf, sorted_logits)
-        logits = jnp.full_like(logits, -jnp.inf).at[jnp.arange(logits.shape[0])[:, None], order].set(cut_sorted)
+        logits = _top_p(logits, sampler.top_p)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def choose_token_rows(logp, keys, temperature, top_p, top_k: int = 0):
+    """`choose_token` with each row's own temperature `[batch]` (0: greedy), top_p `[batch]` and rng key
+    `[batch]` (the server's rows are different requests). Each row's token is the one `choose_token`
+    picks for that row alone with the same key and values: the row runs as a batch of one under `vmap`,
+    which keeps each key's random stream. Sampling and the nucleus cut (a sort of the vocabulary per
+    row) are computed only when some row asks for them."""
+    def one(lp, key, t, p, nucleus: bool):
+        lp = lp[None]
+        logits = lp / jnp.where(t > 0, t, 1)
+        if top_k:
+            logits = _top_k(logits, top_k)
+        if nucleus:
+            logits = jnp.where(p < 1, _top_p(logits, p), logits)  # top_p = 1 cuts nothing, as choose_token
+        sampled = jax.random.categorical(key, logits, axis=-1)
+        return jnp.where(t > 0, sampled, jnp.argmax(lp, axis=-1))[0].astype(jnp.int32)
+
+    def sample(nucleus: bool):
+        return lambda: jax.vmap(functools.partial(one, nucleus=nucleus))(logp, keys, temperature, top_p)
+
+    def greedy():
+        return jnp.argmax(logp, axis=-1).astype(jnp.int32)
+
+    return jax.lax.cond(jnp.any(temperature > 0),
+                        lambda: jax.lax.cond(jnp.any(top_p < 1), sample(True), sample(False)), greedy)

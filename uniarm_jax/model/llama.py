@@ -143,6 +143,16 @@ class Block(nn.Module):
         return Linear(features, self.cfg, self.adapter, self.deterministic, name=name)
 
 
+def write_chunk(cache, chunk, index):
+    """`chunk` `[b, l, ...]` written into `cache` `[b, slots, ...]` at slot `index`: one slot for every
+    row (a batch decoded together), or one per row `[b]` (the server's slots, each at its own point)."""
+    chunk = chunk.astype(cache.dtype)
+    if jnp.ndim(index) == 0:
+        return jax.lax.dynamic_update_slice(cache, chunk, (0, index) + (0,) * (cache.ndim - 2))
+    return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x, (i,) + (0,) * (c.ndim - 1)))(
+        cache, chunk, index)
+
+
 class Attention(Block):
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
@@ -163,10 +173,8 @@ class Attention(Block):
             # Decode mode: write this chunk at slot `cache_index`, attend over the whole cache.
             k_cache = self.variable("cache", "k", lambda: None)
             v_cache = self.variable("cache", "v", lambda: None)
-            k_cache.value = jax.lax.dynamic_update_slice(
-                k_cache.value, k.astype(k_cache.value.dtype), (0, cache_index, 0, 0))
-            v_cache.value = jax.lax.dynamic_update_slice(
-                v_cache.value, v.astype(v_cache.value.dtype), (0, cache_index, 0, 0))
+            k_cache.value = write_chunk(k_cache.value, k, cache_index)
+            v_cache.value = write_chunk(v_cache.value, v, cache_index)
             k, v = k_cache.value, v_cache.value
 
         # Grouped-query attention without repeating k/v: queries grouped per kv head.
@@ -223,17 +231,26 @@ def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = N
     """The same for a chunk appended to a cache at slot `meta["index"]`: positions continue from the
     real tokens each row has seen, and queries see every real slot up to their own (and, with a
     `window`, less than `window` positions back: a slot's position is the real slots before it).
-    Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`."""
+    Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`.
+
+    `index` is one slot for every row (a batch decoded together), or one per row `[b]` (the server's
+    decode slots, each at its own point, `serve/slots.py`); there a row whose chunk holds no real token
+    (a free slot) does not move."""
     index, length = meta["index"], attention_mask.shape[1]
-    valid = jax.lax.dynamic_update_slice(meta["valid"], attention_mask.astype(meta["valid"].dtype), (0, index))
+    valid = write_chunk(meta["valid"], attention_mask, index)
     positions = jnp.maximum(meta["seen"][:, None] + jnp.cumsum(attention_mask, axis=-1) - 1, 0)
     slots = jnp.arange(valid.shape[1])
-    query_slots = index + jnp.arange(length)
-    mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots[None, :, None])
+    if jnp.ndim(index) == 0:
+        query_slots = (index + jnp.arange(length))[None, :, None]
+        moved = index + length
+    else:
+        query_slots = (index[:, None] + jnp.arange(length))[:, :, None]
+        moved = index + length * (attention_mask.sum(-1) > 0)
+    mask = valid[:, None, :].astype(bool) & (slots[None, None, :] <= query_slots)
     if window is not None and window < valid.shape[1]:
         key_positions = jnp.cumsum(valid, axis=-1, dtype=jnp.int32) - 1
         mask = mask & (positions[:, :, None] - key_positions[:, None, :] < window)
-    meta = {"index": index + length, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
+    meta = {"index": moved, "valid": valid, "seen": meta["seen"] + attention_mask.sum(-1)}
     return positions, mask, index, meta
 
 
