@@ -17,6 +17,8 @@ def evaluate(args) -> None:
     config = load_eval_config(args.config, args.overrides)
     if args.arm_base is not None:
         config = dataclasses.replace(config, arm_base=args.arm_base)
+    if args.quantize is not None:
+        config = dataclasses.replace(config, quantize=args.quantize)
     run_evaluation(config)
 
 
@@ -42,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("config", help="YAML evaluation config (see configs/small_task/eval_*.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. limit=10 out_dir=results/try")
     options.add_arm_base(p)  # the config's arm_base
+    options.add_quantize(p, default_help="the config's quantize")
     p.set_defaults(func=evaluate)
 
     p = sub.add_parser("make-data", help="preference pairs of the small-scale task: two base samples per prompt, "

@@ -30,7 +30,7 @@ def info(args) -> None:
                              modulation=args.modulation, conditioning=args.conditioning)
     print(f"model: {args.base}")
     for field in dataclasses.fields(cfg):
-        if field.name not in ("param_dtype", "dtype", "remat"):
+        if field.name not in ("param_dtype", "dtype", "quantize", "remat"):
             print(f"{field.name}: {getattr(cfg, field.name)}")
     print(f"parameters: {count_params(param_shapes(cfg))}")
     if acfg is not None:

@@ -7,10 +7,18 @@ import argparse
 from uniarm_jax import defaults
 from uniarm_jax.data.templates import TEMPLATES
 from uniarm_jax.model.config import DTYPES
+from uniarm_jax.model.quantize import QUANTIZATIONS
 
 
 def add_dtype(p: argparse.ArgumentParser, help: str = "the weights' dtype") -> None:
     p.add_argument("--dtype", choices=DTYPES, default=defaults.DTYPE, help=help)
+
+
+def add_quantize(p: argparse.ArgumentParser, default_help: str = "float weights") -> None:
+    """The one model flag of int8 bases (sample, evaluate, serve): every model the command loads gets it."""
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                   help="int8: per-channel int8 projection kernels for the base (and a weak ARM's base, a full ARM); "
+                   f"adapters stay float32 (default: {default_help})")
 
 
 def add_generation(p: argparse.ArgumentParser, *, max_new_tokens: int = defaults.MAX_NEW_TOKENS,

@@ -33,7 +33,7 @@ def sample(args, log=print) -> dict:
     prompts = read_prompts(args.prompts)
     prefs = [parse_pref(p) for p in args.pref] if args.pref else [None]
     mesh = parse_mesh(args.mesh) if args.mesh else None
-    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
+    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh, quantize=args.quantize)
     tokenizer = load_tokenizer(args.base)
     arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh,
                                     args.arm_base)
@@ -97,6 +97,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", required=True, help='JSON lines {"prompt": ...}')
     p.add_argument("--out", required=True, help="JSON lines: prompt, pref, prompt_token_ids, token_ids, text")
     options.add_generation(p)
+    options.add_quantize(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-prompt-tokens", type=int, default=defaults.MAX_PROMPT_TOKENS,
                    help="BOS included; a longer prompt is refused unless --truncate-prompts")

@@ -29,7 +29,7 @@ def build_server(args):
                         default_preference=parse_pref(args.default_preference) if args.default_preference else None)
     options.sampler(args)  # refuses a bad --temperature / --top-k / --top-p before loading
     mesh = parse_mesh(args.mesh) if args.mesh else None
-    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh)
+    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh, quantize=args.quantize)
     tokenizer = load_tokenizer(args.base)
     arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh,
                                     args.arm_base)
@@ -69,6 +69,7 @@ def register(sub) -> None:
     p.add_argument("--slots", type=int, default=8, help="requests decoded together (the compiled step's batch)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; more are answered 429")
     options.add_generation(p)
+    options.add_quantize(p)
     p.add_argument("--max-prompt-tokens", type=int, default=defaults.MAX_PROMPT_TOKENS,
                    help="BOS included; a longer prompt is refused (400)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))

@@ -5,7 +5,8 @@ fine-tuned ARMs). Shared by `uniarm sample`, `uniarm evaluate` and the demo.
 An adapter's base is found by what the adapter records: the decoding base when it is that model
 (its weights are then shared), else `arm_base` (`--arm-base DIR`: a moved base, or the local copy of
 a PEFT adapter's hub base), else the path the adapter was trained at; a weak ARM (weak-to-strong) gets
-its small base loaded.
+its small base loaded. Every model loaded here (a weak ARM's base, a full ARM) is quantized as the
+decoding base is (`quantize`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def load_arm(path: str, base, dtype: str, mesh=None, arm_base: str | None = None
         record = read_adapter(path)
         on_base = base.path if record.format == ADAPTER_FORMAT else None  # the others record no fingerprint
         arm_base_dir = find_base(record, [on_base, arm_base, record.base_hint])
-        arm_base_model = base if _same_model(arm_base_dir, base) else load_pretrained(arm_base_dir, dtype=dtype,
-                                                                                       mesh=mesh)
+        arm_base_model = base if _same_model(arm_base_dir, base) else \
+            load_pretrained(arm_base_dir, dtype=dtype, mesh=mesh, quantize=base.config.quantize)
         return load_adapter(arm_base_model, path), arm_base_dir
     if os.path.isfile(os.path.join(path, "config.json")):
-        return load_pretrained(path, dtype=dtype, mesh=mesh), path
+        return load_pretrained(path, dtype=dtype, mesh=mesh, quantize=base.config.quantize), path
     raise CheckpointError(f"ARM {path!r} is neither an adapter directory (adapter_config.json) nor a Hugging "
                           "Face model directory (config.json)")
 

@@ -47,6 +47,7 @@ from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 from uniarm_jax.model.preferences import check_pref
+from uniarm_jax.model.quantize import check_quantize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,12 @@ class EvalConfig:
     batch_size: int | None = None         # rows per sampling call; default all rows of a method in one call
     dtype: str = defaults.DTYPE
     degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults; None/false: off)
+    quantize: str | None = None           # "int8": int8 projection kernels for the base and the ARMs' bases
     out_dir: str = "results/evaluate"
     title: str = ""
+
+    def __post_init__(self):
+        check_quantize(self.quantize)
 
     @property
     def sampler(self) -> Sampler:
@@ -181,7 +186,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                           f"{names}")
     prefs = preference_grid(config, k)
     prompts = read_prompts(config.prompts)[: config.limit or None]
-    base = load_pretrained(os.path.expanduser(config.base), dtype=config.dtype)
+    base = load_pretrained(os.path.expanduser(config.base), dtype=config.dtype, quantize=config.quantize)
     tokenizer = load_tokenizer(base.path)
     methods = {}
     for name, spec in config.methods.items():  # every ARM is loaded and checked before anything runs

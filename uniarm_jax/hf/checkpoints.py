@@ -19,6 +19,7 @@ import numpy as np
 
 from uniarm_jax.errors import CheckpointError, MissingFileError
 from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors, sliced_shape
+from uniarm_jax.model import quantize
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.families import family_of
 from uniarm_jax.model.llama import param_shapes
@@ -185,38 +186,51 @@ def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def _source(path: str) -> tuple[str, str | None]:
+    """The float parameter a leaf is read from, and which quantized leaf it is (None: the leaf itself)."""
+    head, _, leaf = path.rpartition("/")
+    return (f"{head}/kernel", leaf) if leaf in quantize.LEAVES else (path, None)
+
+
 def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = None) -> dict:
     """Our parameter tree from an HF directory, each array placed in its sharding on `mesh`
-    (or on the default device), in `cfg.param_dtype`. `ignore`: see `check_tensors`.
+    (or on the default device), in `cfg.param_dtype` (an int8 base's kernels: int8 and float32
+    scales). `ignore`: see `check_tensors`.
 
     Each device reads only its own shard, and each shard is one copy out of the page cache (the
     transpose and the dtype cast happen in that copy); on a lone CPU device the array it fills becomes
-    the device array itself (DLPack, no second copy)."""
+    the device array itself (DLPack, no second copy). With `cfg.quantize`, a device's shard of an int8
+    kernel (or of its scales) is quantized from its columns read whole, one layer at a time: a column's
+    scale needs all of its rows, and the host never holds more than one layer's float columns."""
     tensors = TensorIndex(hf_dir)
     shapes = param_shapes(cfg)
-    check_tensors(tensors, cfg, shapes, ignore)
+    check_tensors(tensors, cfg, param_shapes(cfg.replace(quantize=None)), ignore)
     shardings = param_shardings(mesh, shapes, cfg.head_dim) if mesh is not None else None
-    dtype = np.dtype(jnp.dtype(cfg.param_dtype))
-    # DLPack takes the host arrays as they are (no bfloat16: that dtype is not in its list)
-    zero_copy = mesh is None and jax.devices()[0].platform == "cpu" and dtype != jnp.bfloat16
+    on_cpu = mesh is None and jax.devices()[0].platform == "cpu"
 
     def load(path, leaf, sharding):
-        names, transposed = hf_tensor_names(path, cfg), _transposed(path)
-        stacked = path in _LAYER_MAP
+        source, part = _source(path)
+        names, transposed = hf_tensor_names(source, cfg), _transposed(source)
+        stacked = source in _LAYER_MAP
+        dtype = np.dtype(leaf.dtype)
 
         def read(index):
             index = tuple(index) + (slice(None),) * (len(leaf.shape) - len(index))
             layer_index, inner = (index[0], index[1:]) if stacked else (slice(None), index)
             hf_index = tuple(reversed(inner)) if transposed else inner
             out = _aligned_empty(sliced_shape(leaf.shape, index), dtype)
-            if stacked:
+            if part is not None:
+                for j, name in enumerate(names[layer_index]):
+                    out[j] = _quantized(tensors, name, inner, part)
+            elif stacked:
                 for j, name in enumerate(names[layer_index]):
                     tensors.read_into(name, hf_index, out[j], transposed)
             else:
                 tensors.read_into(names[0], hf_index, out, transposed)
             return out
 
-        if zero_copy:
+        # DLPack takes the host arrays as they are (no bfloat16: that dtype is not in its list)
+        if on_cpu and dtype != jnp.bfloat16:
             return jax.dlpack.from_dlpack(read(()))
         if sharding is None:
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -227,12 +241,28 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
     return unflatten(out)
 
 
+def _quantized(tensors: TensorIndex, name: str, inner: tuple, part: str) -> np.ndarray:
+    """One layer's slice `inner` (of `[d_in, d_out]`, or `[d_out]` for the scales) of the int8 kernel
+    or of the scales made from the HF tensor `name` (`[d_out, d_in]`): its columns read whole."""
+    cols = inner[-1]
+    d_out, d_in = tensors.shape(name)
+    kernel = np.empty((d_in, len(range(*cols.indices(d_out)))), np.float32)
+    tensors.read_into(name, (cols, slice(None)), kernel, transpose=True)
+    scales = quantize.int8_scales(kernel)
+    if not np.isfinite(scales).all():
+        row = int(np.flatnonzero(~np.isfinite(scales))[0]) + (cols.start or 0)
+        raise CheckpointError(f"{tensors.hf_dir}: tensor {name!r} holds non-finite values (in row {row}, an "
+                              "output channel); it cannot be quantized to int8")
+    return scales if part == "scale" else quantize.to_int8(kernel[inner[0]], scales)
+
+
 def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = None,
               max_shard_bytes: int = 5 * 2**30) -> None:
     """Writes `config.json` and safetensors (sharded with an index past `max_shard_bytes`) that the
     family's transformers class (LlamaForCausalLM, Qwen2ForCausalLM, ...) loads. One tensor is on the
     host at a time. A merged tree's extra biases are declared by the family's flags, with zeros on
     the projections a flag covers that carry none."""
+    quantize.require_float(cfg, "writing a Hugging Face directory")
     os.makedirs(out_dir, exist_ok=True)
     flat = flatten(params)
     biased = [p.name for p in PROJECTIONS if f"{p.path}/bias" in flat]

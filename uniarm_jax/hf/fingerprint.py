@@ -32,8 +32,10 @@ _ROWS = 8  # rows of each hashed matrix (Hugging Face layout: output features)
 
 @functools.lru_cache(maxsize=16)
 def _hashed_tensors(cfg: LlamaConfig) -> tuple[str, ...]:
-    """The HF names of the tensors hashed: every non-layer tensor and the first layer's."""
-    return tuple(sorted(hf_tensor_names(path, cfg)[0] for path in flatten(param_shapes(cfg))))
+    """The HF names of the tensors hashed: every non-layer tensor and the first layer's (the files'
+    tensors, whether the handle quantized them or not)."""
+    shapes = param_shapes(cfg.replace(quantize=None))
+    return tuple(sorted(hf_tensor_names(path, cfg)[0] for path in flatten(shapes)))
 
 
 def weights_digest(hf_dir: str, cfg: LlamaConfig) -> str:

@@ -10,18 +10,22 @@ from uniarm_jax.errors import ConfigError, MissingFileError
 from uniarm_jax.hf.checkpoints import export_hf, load_params
 from uniarm_jax.model.config import DTYPES, LlamaConfig
 from uniarm_jax.model.handle import ModelHandle
+from uniarm_jax.model.quantize import check_quantize
 
 
 def load_pretrained(hf_dir: str, dtype: str = defaults.DTYPE, mesh=None, compute_dtype: str | None = None,
-                    remat: bool = False) -> ModelHandle:
+                    remat: bool = False, quantize: str | None = None) -> ModelHandle:
     """Loads `hf_dir` (config.json + safetensors) with weights in `dtype`, sharded over `mesh` if given.
 
-    `compute_dtype` defaults to `dtype`; softmax and logits are float32 whatever it is.
+    `compute_dtype` defaults to `dtype`; softmax and logits are float32 whatever it is. `quantize="int8"`
+    quantizes the decoder's projection kernels on load (per output channel; `model/quantize.py`).
     """
     for name, value in (("dtype", dtype), ("compute_dtype", compute_dtype or dtype)):
         if value not in DTYPES:
             raise ConfigError(f"{name}={value!r} is not one of {DTYPES}")
-    cfg = LlamaConfig.from_hf_dir(hf_dir, param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat)
+    check_quantize(quantize)
+    cfg = LlamaConfig.from_hf_dir(hf_dir, param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat,
+                                  quantize=quantize)
     return ModelHandle(cfg, load_params(hf_dir, cfg, mesh), mesh, hf_dir)
 
 

@@ -19,6 +19,7 @@ from uniarm_jax.model.adapters import AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.llama import Llama, count_params
 from uniarm_jax.model.projections import BY_NAME
+from uniarm_jax.model.quantize import require_float
 
 
 def _dummy_inputs(acfg: AdapterConfig):
@@ -84,6 +85,7 @@ def merge_adapter(handle, pref=None):
     MoSLoRA's shift `s β(α) B` does not depend on the input, so it becomes an exact bias on the merged
     projection (added to the base's own bias where it has one, as Qwen2's q/k/v)."""
     acfg, alpha = handle.adapter_config, single_pref(handle, pref)
+    require_float(handle.config, "merging an adapter into the base")
     params = jax.tree.map(lambda x: x, handle.params)
     for proj, weights in adapted(handle.adapter, acfg):
         layer = _kernel_layer(params, proj)

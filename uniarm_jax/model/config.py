@@ -16,6 +16,7 @@ from typing import Any
 from uniarm_jax.errors import ConfigError, MissingFileError
 from uniarm_jax.model.families import FAMILIES, family_of
 from uniarm_jax.model.projections import NAMES
+from uniarm_jax.model.quantize import check_quantize
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -49,6 +50,8 @@ class LlamaConfig:
     # final logits are float32.
     param_dtype: str = "float32"
     dtype: str = "float32"
+    # "int8": the decoder's projection kernels are int8 with per-column scales (model/quantize.py)
+    quantize: str | None = None
     # Recompute each decoder layer in the backward pass instead of keeping its activations.
     remat: bool = False
 
@@ -60,6 +63,7 @@ class LlamaConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {DTYPES}")
+        check_quantize(self.quantize)
         _check_rope_scaling(self.rope_scaling)
         family = family_of(self.model_type)
         unknown = [b for b in self.biases if b not in NAMES]
@@ -112,6 +116,11 @@ class LlamaConfig:
         act = hf.get("hidden_act", "silu")
         if act != "silu":
             raise ConfigError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
+        if quant := hf.get("quantization_config"):
+            method = quant.get("quant_method") if isinstance(quant, dict) else quant
+            raise ConfigError(f"{source}: quantization_config (quant_method={method!r}) is not supported: "
+                              "pre-quantized checkpoints (GPTQ, AWQ, bitsandbytes) do not load; load the float "
+                              "checkpoint with quantize='int8' (--quantize int8) instead")
         if hf.get("pretraining_tp", 1) not in (1, None):
             raise ConfigError(f"{source}: pretraining_tp={hf['pretraining_tp']!r} is not supported; expected 1")
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",

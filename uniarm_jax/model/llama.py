@@ -26,6 +26,7 @@ import numpy as np
 from uniarm_jax.model import adapters
 from uniarm_jax.model.adapters import AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
+from uniarm_jax.model.quantize import int8_dot
 
 # A finite "minus infinity": a row whose keys are all masked (a padding query) softmaxes to a
 # uniform distribution instead of NaN.
@@ -100,7 +101,8 @@ class Linear(nn.Module):
 
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
     collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
-    q/k/v) and in merged trees (MoSLoRA's shift at a fixed α).
+    q/k/v) and in merged trees (MoSLoRA's shift at a fixed α). `quantized`: the kernel is int8
+    `kernel_q` with per-column `scale` (model/quantize.py); the adapter is unchanged, in float.
     """
 
     features: int
@@ -108,16 +110,21 @@ class Linear(nn.Module):
     adapter: AdapterConfig | None = None
     deterministic: bool = True
     frozen: bool = False
+    quantized: bool = False
 
     @nn.compact
     def __call__(self, x, pref=None):
         d_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.normal(0.02), (d_in, self.features),
-                            jnp.dtype(self.cfg.param_dtype))
-        kernel = _frozen(kernel, self.frozen)
         dtype = jnp.dtype(self.cfg.dtype)
         x = x.astype(dtype)
-        y = jnp.dot(x, kernel.astype(dtype))
+        if self.quantized:
+            kernel_q = self.param("kernel_q", nn.initializers.zeros, (d_in, self.features), jnp.int8)
+            scale = self.param("scale", nn.initializers.ones, (self.features,), jnp.float32)
+            y = int8_dot(x, kernel_q, _frozen(scale, self.frozen), dtype)
+        else:
+            kernel = self.param("kernel", nn.initializers.normal(0.02), (d_in, self.features),
+                                jnp.dtype(self.cfg.param_dtype))
+            y = jnp.dot(x, _frozen(kernel, self.frozen).astype(dtype))
         if self.name in self.cfg.biases or self.has_variable("params", "bias"):
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.dtype(self.cfg.param_dtype))
             y = y + _frozen(bias, self.frozen).astype(dtype)
@@ -140,7 +147,8 @@ class Block(nn.Module):
     deterministic: bool = True
 
     def projection(self, features: int, name: str) -> Linear:
-        return Linear(features, self.cfg, self.adapter, self.deterministic, name=name)
+        return Linear(features, self.cfg, self.adapter, self.deterministic,
+                      quantized=self.cfg.quantize is not None, name=name)
 
 
 def write_chunk(cache, chunk, index):

@@ -42,6 +42,8 @@ PARAM_AXES = {
 }
 for _p in PROJECTIONS:
     PARAM_AXES[f"{_p.path}/kernel"] = ("layers", _p.d_in, _p.d_out)
+    PARAM_AXES[f"{_p.path}/kernel_q"] = ("layers", _p.d_in, _p.d_out)  # an int8 base: as the kernel,
+    PARAM_AXES[f"{_p.path}/scale"] = ("layers", _p.d_out)               # its scales as the output axis
     PARAM_AXES[f"{_p.path}/bias"] = ("layers", _p.d_out)  # Qwen2's q/k/v; merged MoSLoRA shifts
 
 

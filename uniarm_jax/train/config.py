@@ -13,6 +13,7 @@ from uniarm_jax.config_files import DERIVED, load_config
 from uniarm_jax.data.tokenization import TokenizeConfig
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.quantize import check_quantize
 from uniarm_jax.train.losses import ObjectiveConfig
 
 
@@ -22,6 +23,10 @@ class ModelSection:
     dtype: str = defaults.DTYPE         # parameter dtype of the frozen base
     compute_dtype: str | None = None    # matmul dtype (default: dtype); loss and softmax are float32
     remat: bool = False                 # recompute decoder layers in the backward pass
+    quantize: str | None = None         # "int8": int8 projection kernels for the frozen base (QLoRA-style)
+
+    def __post_init__(self):
+        check_quantize(self.quantize, "model.quantize")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,7 +133,7 @@ def train(config: RunConfig, log=print) -> dict:
 
     model = config.model
     base = load_pretrained(model.base, dtype=model.dtype, mesh=mesh, compute_dtype=model.compute_dtype,
-                           remat=model.remat)
+                           remat=model.remat, quantize=model.quantize)
     optimizer, schedule = make_optimizer(optim.learning_rate, optim.warmup_steps, data.total_steps,
                                          optim.weight_decay, optim.grad_clip)
     steps = ArmSteps(base.config, acfg, ocfg, optimizer, mesh, optim.micro_batches)
