@@ -6,6 +6,8 @@ import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# nothing may reach a hub: a PEFT config naming a hub id made peft look the id up (and ignore the failure)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the `uniarm` command keeps compiled programs in a persistent cache: the suite keeps its own
 os.environ.setdefault("UNIARM_COMPILE_CACHE", tempfile.mkdtemp(prefix="uniarm_compiled_"))
 
