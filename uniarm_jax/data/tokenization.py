@@ -66,12 +66,6 @@ class TokenizedPairs:
         return np.array([[len(p) + len(r) for r in rs] for p, rs in zip(self.prompt_ids, self.response_ids)],
                         np.int64).reshape(len(self), 2)
 
-    def sequence(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Example i with response j: token ids and loss mask (1 on response tokens), unpadded."""
-        prompt, response = self.prompt_ids[i], self.response_ids[i][j]
-        mask = np.concatenate([np.zeros(len(prompt), np.int32), np.ones(len(response), np.int32)])
-        return np.concatenate([prompt, response]).astype(np.int32), mask
-
 
 def special_ids(tokenizer, config: TokenizeConfig) -> tuple[int | None, int, int]:
     """(bos, eos, pad) ids: no BOS if the tokenizer has none or `add_bos` is off; pad falls back to 0."""
