@@ -28,6 +28,7 @@ import numpy as np
 
 from uniarm_jax import defaults
 from uniarm_jax.errors import ConfigError
+from uniarm_jax.model.dropout import dropout
 from uniarm_jax.model.preferences import check_pref
 from uniarm_jax.model.projections import NAMES as TARGETS
 
@@ -125,13 +126,6 @@ def _uniform(rng, shape, fan_in):
     return jax.random.uniform(rng, shape, jnp.float32, -bound, bound)
 
 
-def _dropout(x, rate, rng):
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
-
-
 # ---------------------------------------------------------------------------------------------- LoRA
 
 def lora_init(rng, d_in, d_out, cfg):
@@ -139,7 +133,7 @@ def lora_init(rng, d_in, d_out, cfg):
 
 
 def lora_apply(p, x, pref, cfg, dropout_rng=None):
-    z = _dropout(x, cfg.dropout, dropout_rng) @ p["A"].astype(x.dtype)
+    z = dropout(x, cfg.dropout, dropout_rng) @ p["A"].astype(x.dtype)
     return cfg.scale * (z @ p["B"].astype(x.dtype))
 
 
@@ -158,7 +152,7 @@ def pblora_init(rng, d_in, d_out, cfg):
 
 def pblora_apply(p, x, pref, cfg, dropout_rng=None):
     r2 = cfg.ranks[1]
-    x = _dropout(x, cfg.dropout, dropout_rng)
+    x = dropout(x, cfg.dropout, dropout_rng)
     dt = x.dtype
     shared = (x @ p["A1"].astype(dt)) @ p["W1"].astype(dt) @ p["B1"].astype(dt)
     w2 = (pref.astype(jnp.float32) @ p["theta2"]).reshape(-1, r2, r2).astype(dt)  # [batch, r2, r2]
@@ -201,7 +195,7 @@ def moslora_modulation(p, pref, cfg):
 
 def moslora_apply(p, x, pref, cfg, dropout_rng=None):
     dt = x.dtype
-    u = _dropout(x, cfg.dropout, dropout_rng) @ p["A"].astype(dt)
+    u = dropout(x, cfg.dropout, dropout_rng) @ p["A"].astype(dt)
     if "S" in p:
         u = u @ p["S"].astype(dt)
     gamma, beta = moslora_modulation(p, pref, cfg)

@@ -26,6 +26,7 @@ import numpy as np
 from uniarm_jax.model import adapters
 from uniarm_jax.model.adapters import AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
+from uniarm_jax.model.dropout import DROPOUT_MASK
 from uniarm_jax.model.quantize import int8_dot
 
 # A finite "minus infinity": a row whose keys are all masked (a padding query) softmaxes to a
@@ -305,10 +306,13 @@ class Llama(nn.Module):
         embedding = _frozen(Embedding(cfg, name="embed_tokens")(), frozen).astype(dtype)
         x = jnp.take(embedding, input_ids, axis=0)
 
-        # The backward keeps each layer's projection outputs and recomputes the rest (elementwise ops and
-        # the attention scores, whose [length, length] per head would otherwise be kept for every
-        # layer: memory then grows linearly with length); `remat` keeps only each layer's input.
-        policy = None if cfg.remat else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        # The backward keeps each layer's projection outputs and adapter dropout masks (1 byte an
+        # element: drawing a mask again costs more than reading it) and recomputes the rest (elementwise
+        # ops and the attention scores, whose [length, length] per head would otherwise be kept for
+        # every layer: memory then grows linearly with length); `remat` keeps only each layer's input.
+        policy = None if cfg.remat else jax.checkpoint_policies.save_from_both_policies(
+            jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+            jax.checkpoint_policies.save_only_these_names(DROPOUT_MASK))
         layer = nn.remat(DecoderLayer, prevent_cse=False, policy=policy)
         stack = nn.scan(layer, variable_axes={"params": 0, "adapter": 0},
                         split_rngs={"params": True, "adapter": True, "dropout": True},
