@@ -1,4 +1,5 @@
-"""int8 weight-only bases against oracles: numpy's per-channel quantization of the float weights; the
+"""int8 weight-only bases against oracles: numpy's quantization of the float weights (per column and group
+of 64 rows); the
 float model whose kernels are the numpy-dequantized ones (full forward on every family, the train step),
 the naive loop of full forwards (cached guided decoding), the unsharded int8 model (the sharded one);
 the plumbing of `--quantize` / `quantize:` / `model.quantize`; and the refusals."""
@@ -30,11 +31,21 @@ from uniarm_jax.model.sharding import make_mesh
 
 
 def numpy_int8(kernel):
-    """Per output column, symmetric: scale = max |w| over d_in / 127 (float32), q = round(w / scale)."""
+    """Symmetric, per output column and group of 64 input rows (the whole column where 64 does not
+    divide d_in): scale = max |w| over the group / 127 (float32), q = round(w / scale). Returns q
+    `[..., d_in, d_out]`, the scales `[..., groups, d_out]` and the scales repeated over the rows."""
     k = np.asarray(kernel, np.float32)
-    amax = np.abs(k).max(axis=-2)
-    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    return np.clip(np.rint(k / scale[..., None, :]), -127, 127).astype(np.int8), scale
+    d_in = k.shape[-2]
+    g = 64 if d_in % 64 == 0 else d_in
+    q, scales = np.empty(k.shape, np.int8), []
+    for start in range(0, d_in, g):
+        block = k[..., start:start + g, :]
+        amax = np.abs(block).max(axis=-2)
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        q[..., start:start + g, :] = np.clip(np.rint(block / scale[..., None, :]), -127, 127)
+        scales.append(scale)
+    scales = np.stack(scales, axis=-2)
+    return q, scales, np.repeat(scales, g, axis=-2)
 
 
 def dequantized(float_handle):
@@ -42,9 +53,35 @@ def dequantized(float_handle):
     params = jax.tree.map(np.asarray, float_handle.params)
     for p in PROJECTIONS:
         layer = params["layers"][p.group][p.name]
-        q, scale = numpy_int8(layer["kernel"])
-        layer["kernel"] = q.astype(np.float32) * scale[:, None, :]
+        q, _, per_row = numpy_int8(layer["kernel"])
+        layer["kernel"] = q.astype(np.float32) * per_row
     return dataclasses.replace(float_handle, params=jax.tree.map(jax.numpy.asarray, params))
+
+
+# wide enough for several groups of 64 rows: q/k/v/gate/up and o_proj 2 groups, down_proj 3
+GROUPED = dict(hidden_size=128, intermediate_size=192, num_attention_heads=2, num_key_value_heads=2, head_dim=64)
+
+
+@pytest.fixture(scope="module")
+def grouped_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("grouped")
+    make_tiny_llama(path, **GROUPED)
+    return str(path)
+
+
+def check_int8_tree(full, q8, groups=None):
+    """Every projection's int8 kernel and scales are numpy's exactly (scales `[layers, groups, d_out]`);
+    the embedding, head and norms are the float model's."""
+    for p in PROJECTIONS:
+        ours, kernel = q8.params["layers"][p.group][p.name], full.params["layers"][p.group][p.name]["kernel"]
+        q, scale, _ = numpy_int8(kernel)
+        assert ours["kernel_q"].dtype == np.int8 and ours["scale"].dtype == np.float32
+        assert groups is None or ours["scale"].shape[1] == groups[p.name]
+        np.testing.assert_array_equal(np.asarray(ours["kernel_q"]), q)
+        np.testing.assert_array_equal(np.asarray(ours["scale"]), scale)
+    rest = {k: v for k, v in full.params.items() if k != "layers"}
+    for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves({k: q8.params[k] for k in rest})):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # embedding, head, final norm as they were
 
 
 def left_padded(rng, lengths, width):
@@ -59,22 +96,25 @@ def test_int8_forward_equals_the_float_forward_on_numpy_dequantized_kernels(fami
     quantization exactly, everything else is the float model's, and the logits are the float forward's
     over `q * scale` (float32, highest precision; ≤ 2e-5, while int8 moves them by ~1e-2)."""
     full, q8 = uniarm_jax.load_pretrained(family_dir), uniarm_jax.load_pretrained(family_dir, quantize="int8")
-    for p in PROJECTIONS:
-        ours, kernel = q8.params["layers"][p.group][p.name], full.params["layers"][p.group][p.name]["kernel"]
-        q, scale = numpy_int8(kernel)
-        assert ours["kernel_q"].dtype == np.int8 and ours["scale"].dtype == np.float32
-        np.testing.assert_array_equal(np.asarray(ours["kernel_q"]), q)
-        np.testing.assert_array_equal(np.asarray(ours["scale"]), scale)
-    rest = {k: v for k, v in full.params.items() if k != "layers"}
-    for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves({k: q8.params[k] for k in rest})):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # embedding, head, final norm as they were
-
+    check_int8_tree(full, q8)
     ids, mask = left_padded(np.random.RandomState(0), [13, 5, 9], 13)
     got = uniarm_jax.logits(q8, ids, mask)
     expected = uniarm_jax.logits(dequantized(full), ids, mask)
     real = mask.astype(bool)
     assert np.abs(got - expected)[real].max() <= 2e-5
     assert np.abs(got - uniarm_jax.logits(full, ids, mask))[real].max() > 1e-3  # the kernels are quantized
+
+
+def test_int8_scales_per_group_of_64_rows_on_a_wider_model(grouped_dir):
+    """Where 64 divides d_in each column has a scale per 64 rows (here 2 or 3): kernels and scales
+    are numpy's, and the logits the float forward's over numpy's `q * scale` (≤ 2e-5)."""
+    full, q8 = uniarm_jax.load_pretrained(grouped_dir), uniarm_jax.load_pretrained(grouped_dir, quantize="int8")
+    check_int8_tree(full, q8, groups={p.name: 3 if p.name == "down_proj" else 2 for p in PROJECTIONS})
+    ids, mask = left_padded(np.random.RandomState(2), [11, 4, 7], 11)
+    real = mask.astype(bool)
+    got = uniarm_jax.logits(q8, ids, mask)
+    assert np.abs(got - uniarm_jax.logits(dequantized(full), ids, mask))[real].max() <= 2e-5
+    assert np.abs(got - uniarm_jax.logits(full, ids, mask))[real].max() > 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -122,25 +162,29 @@ def test_qlora_step_on_an_int8_base_equals_the_step_on_its_dequantized_float_bas
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
-def test_sharded_int8_base_equals_unsharded_and_shards_like_its_kernels(tiny_dir):
+def test_sharded_int8_base_equals_unsharded_and_shards_like_its_kernels(grouped_dir):
     """Over 2x2x2 fake devices each shard is quantized from its own columns: the same values and
-    logits as unsharded (≤ 1e-5); `kernel_q` shards like the float kernel, `scale` like its output axis."""
+    logits as unsharded (≤ 5e-5); `kernel_q` shards like the float kernel, `scale` like it too (its
+    groups as the rows: 2 groups over 2 devices where the rows are split)."""
     mesh = make_mesh(2, 2, 2)
-    float_sharded = uniarm_jax.load_pretrained(tiny_dir, mesh=mesh)
-    sharded = uniarm_jax.load_pretrained(tiny_dir, mesh=mesh, quantize="int8")
-    single = uniarm_jax.load_pretrained(tiny_dir, quantize="int8")
+    float_sharded = uniarm_jax.load_pretrained(grouped_dir, mesh=mesh)
+    sharded = uniarm_jax.load_pretrained(grouped_dir, mesh=mesh, quantize="int8")
+    single = uniarm_jax.load_pretrained(grouped_dir, quantize="int8")
     for p in PROJECTIONS:
         layer = sharded.params["layers"][p.group][p.name]
         spec = float_sharded.params["layers"][p.group][p.name]["kernel"].sharding.spec
         assert layer["kernel_q"].sharding.spec == spec
-        assert tuple(layer["scale"].sharding.spec) == (spec[0], spec[2])
+        groups = 3 if p.name == "down_proj" else 2  # 3 groups do not split over 2 devices: replicated
+        assert tuple(layer["scale"].sharding.spec) == (spec[0], spec[1] if groups == 2 else None, spec[2])
         for leaf in ("kernel_q", "scale"):
             np.testing.assert_array_equal(np.asarray(layer[leaf]),
                                           np.asarray(single.params["layers"][p.group][p.name][leaf]))
     assert not sharded.params["layers"]["mlp"]["up_proj"]["kernel_q"].sharding.is_fully_replicated
+    # logits up to ~9.5 summed in another order over the devices: the float model itself moves by
+    # 1.1e-5 between these two placements, so 5e-5 is that rounding with margin, far below int8's 1e-2
     ids, mask = left_padded(np.random.RandomState(1), [8, 3, 8, 6], 8)
     np.testing.assert_allclose(uniarm_jax.logits(sharded, ids, mask), uniarm_jax.logits(single, ids, mask),
-                               atol=1e-5)
+                               atol=5e-5)
 
 
 @pytest.fixture(scope="module")

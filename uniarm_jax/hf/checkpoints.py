@@ -201,7 +201,7 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
     transpose and the dtype cast happen in that copy); on a lone CPU device the array it fills becomes
     the device array itself (DLPack, no second copy). With `cfg.quantize`, a device's shard of an int8
     kernel (or of its scales) is quantized from its columns read whole, one layer at a time: a column's
-    scale needs all of its rows, and the host never holds more than one layer's float columns."""
+    scales need all of its rows, and the host never holds more than one layer's float columns."""
     tensors = TensorIndex(hf_dir)
     shapes = param_shapes(cfg)
     check_tensors(tensors, cfg, param_shapes(cfg.replace(quantize=None)), ignore)
@@ -242,18 +242,18 @@ def load_params(hf_dir: str, cfg: LlamaConfig, mesh=None, ignore: str | None = N
 
 
 def _quantized(tensors: TensorIndex, name: str, inner: tuple, part: str) -> np.ndarray:
-    """One layer's slice `inner` (of `[d_in, d_out]`, or `[d_out]` for the scales) of the int8 kernel
-    or of the scales made from the HF tensor `name` (`[d_out, d_in]`): its columns read whole."""
+    """One layer's slice `inner` (of `[d_in, d_out]`, or `[groups, d_out]` for the scales) of the int8
+    kernel or of the scales made from the HF tensor `name` (`[d_out, d_in]`): its columns read whole."""
     cols = inner[-1]
     d_out, d_in = tensors.shape(name)
     kernel = np.empty((d_in, len(range(*cols.indices(d_out)))), np.float32)
     tensors.read_into(name, (cols, slice(None)), kernel, transpose=True)
     scales = quantize.int8_scales(kernel)
     if not np.isfinite(scales).all():
-        row = int(np.flatnonzero(~np.isfinite(scales))[0]) + (cols.start or 0)
+        row = int(np.flatnonzero(~np.isfinite(scales).all(axis=0))[0]) + (cols.start or 0)
         raise CheckpointError(f"{tensors.hf_dir}: tensor {name!r} holds non-finite values (in row {row}, an "
                               "output channel); it cannot be quantized to int8")
-    return scales if part == "scale" else quantize.to_int8(kernel[inner[0]], scales)
+    return (scales if part == "scale" else quantize.to_int8(kernel, scales))[inner[0]]
 
 
 def export_hf(params: dict, cfg: LlamaConfig, out_dir: str, dtype: str | None = None,

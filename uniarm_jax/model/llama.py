@@ -27,7 +27,7 @@ from uniarm_jax.model import adapters
 from uniarm_jax.model.adapters import AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.dropout import DROPOUT_MASK
-from uniarm_jax.model.quantize import int8_dot
+from uniarm_jax.model.quantize import group_size, int8_dot
 
 # A finite "minus infinity": a row whose keys are all masked (a padding query) softmaxes to a
 # uniform distribution instead of NaN.
@@ -103,7 +103,7 @@ class Linear(nn.Module):
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
     collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
     q/k/v) and in merged trees (MoSLoRA's shift at a fixed α). `quantized`: the kernel is int8
-    `kernel_q` with per-column `scale` (model/quantize.py); the adapter is unchanged, in float.
+    `kernel_q` with a `scale` per group of input rows and column (model/quantize.py); the adapter is unchanged, in float.
     """
 
     features: int
@@ -120,7 +120,7 @@ class Linear(nn.Module):
         x = x.astype(dtype)
         if self.quantized:
             kernel_q = self.param("kernel_q", nn.initializers.zeros, (d_in, self.features), jnp.int8)
-            scale = self.param("scale", nn.initializers.ones, (self.features,), jnp.float32)
+            scale = self.param("scale", nn.initializers.ones, (d_in // group_size(d_in), self.features), jnp.float32)
             y = int8_dot(x, kernel_q, _frozen(scale, self.frozen), dtype)
         else:
             kernel = self.param("kernel", nn.initializers.normal(0.02), (d_in, self.features),

@@ -43,7 +43,7 @@ PARAM_AXES = {
 for _p in PROJECTIONS:
     PARAM_AXES[f"{_p.path}/kernel"] = ("layers", _p.d_in, _p.d_out)
     PARAM_AXES[f"{_p.path}/kernel_q"] = ("layers", _p.d_in, _p.d_out)  # an int8 base: as the kernel,
-    PARAM_AXES[f"{_p.path}/scale"] = ("layers", _p.d_out)               # its scales as the output axis
+    PARAM_AXES[f"{_p.path}/scale"] = ("layers", f"{_p.d_in}_groups", _p.d_out)  # its scales: groups of rows
     PARAM_AXES[f"{_p.path}/bias"] = ("layers", _p.d_out)  # Qwen2's q/k/v; merged MoSLoRA shifts
 
 
@@ -94,7 +94,7 @@ def logical_sharding(mesh: Mesh, logical: tuple, shape: tuple, head_dim: int | N
     heads: 9 heads (576 = 9 · 64) over 2 tensor devices stay replicated, never 4.5 heads a device."""
     spec, used = [], set()
     for name, dim in zip(logical, shape):
-        rule = LOGICAL_RULES[name]
+        rule = LOGICAL_RULES[name.removesuffix("_groups")]  # an int8 scale's row groups: as the rows
         axes = () if rule is None else (rule,) if isinstance(rule, str) else rule
         units = dim // head_dim if name in ("heads", "kv_heads") and head_dim else dim
         kept = []
