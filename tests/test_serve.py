@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import openai
 import pytest
 
+import uniarm_jax
 from tests.cli_runner import run_uniarm
 from tests.serve_setup import LIMITS, make_models, running_server
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
@@ -428,3 +429,26 @@ def test_the_command_serves_until_interrupted(setup):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"serving base+uniarm, base on http://127.0.0.1:{port}" in out
+
+
+def test_an_int8_base_serves_what_offline_int8_decoding_gives(setup):
+    """`--quantize int8`: the served base and its UniARM are the int8 models, answer for answer the
+    offline guided decoding of `load_pretrained(..., quantize="int8")` with the adapter on it (and not
+    the float models' answers, which int8 changes for at least one of these rows)."""
+    from uniarm_jax.hf.adapter_files import load_adapter
+    q8 = uniarm_jax.load_pretrained(setup["base_dir"], quantize="int8")
+    arm = load_adapter(q8, setup["arm_dir"])
+    tok = setup["tokenizer"]
+    differs = False
+    with running_server("--base", setup["base_dir"], "--arm", setup["arm_dir"], "--quantize", "int8", "--slots", 2,
+                        *LIMITS) as (url, service):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for prompt, pref in zip(PROMPTS[:4], PREFS):
+            ids, _, _ = encode_prompt(tok, prompt, TokenizeConfig("chat", max_prompt_tokens=32, max_total_tokens=128))
+            expected, _ = guided_generate(q8, [arm], [ids], 12, pref=pref, pad_id=tok.pad_token_id)
+            messages = [{"role": "user", "content": prompt}]
+            res = client.chat.completions.create(model=service.guided_id, messages=messages, max_tokens=12,
+                                                 temperature=0, extra_body={"preference": pref})
+            assert res.choices[0].model_extra["token_ids"] == expected[0]
+            differs |= expected[0] != offline(setup, prompt, 12, pref)
+    assert differs

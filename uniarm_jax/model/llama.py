@@ -103,7 +103,8 @@ class Linear(nn.Module):
     If its name is an adapter target, the adapter's delta is added; its weights live in the `adapter`
     collection, so the frozen `params` never see them. A `bias` exists where the config says so (Qwen2's
     q/k/v) and in merged trees (MoSLoRA's shift at a fixed α). `quantized`: the kernel is int8
-    `kernel_q` with a `scale` per group of input rows and column (model/quantize.py); the adapter is unchanged, in float.
+    `kernel_q` with a `scale` per group of input rows and column (model/quantize.py); the adapter is
+    unchanged, in float.
     """
 
     features: int
