@@ -10,6 +10,7 @@ import transformers
 
 import uniarm_jax
 from tests.tiny_models import FAMILIES, make_tiny_llama
+from uniarm_jax.model import llama
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
@@ -43,11 +44,15 @@ def test_logits_match_transformers(tmp_path, name):
     assert diff <= 1e-4, f"{name}: max abs logit difference {diff}"
 
 
+@pytest.mark.parametrize("block", [None, 5], ids=["one-block", "query-blocks-of-5"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_left_padded_batch_matches_transformers_with_positions(tmp_path, family):
+def test_left_padded_batch_matches_transformers_with_positions(tmp_path, family, block, monkeypatch):
     """A left-padded batch: positions count real tokens only (as HF generate does). Every family's
     distinguishing weights are random (biases, q/k norms) and Mistral's window (6) is shorter than the
-    rows, so a missing one shows."""
+    rows, so a missing one shows. With query blocks of 5 the 16-token rows run as 4 blocks (the last one
+    short), each over the keys up to its last query only."""
+    if block is not None:
+        monkeypatch.setattr(llama, "ATTENTION_BLOCK", block)
     oracle = make_tiny_llama(tmp_path, **FAMILIES[family])
     handle = uniarm_jax.load_pretrained(str(tmp_path))
     assert handle.config.model_type == oracle.config.model_type

@@ -75,6 +75,34 @@ def test_packed_genarm_loss_and_gradients_equal_the_unpacked_forward(tiny_dir):
     check_packed_against_unpacked(tiny_dir, "genarm-lora")
 
 
+def test_query_blocks_give_the_loss_and_gradients_of_one_block(tiny_dir, monkeypatch):
+    """Packed rows of 24 tokens in query blocks of 7 (the last one short; each block over the keys up
+    to its last query) against the same rows in one block (the oracle, set by a block longer than any
+    row): loss to rtol 1e-5 and gradients to 1e-5 of their largest entry, the packed test's float32
+    rounding (a left-out key is one the mask zeroes; the sums only change order: seen ~3e-6)."""
+    from uniarm_jax.model import llama
+    acfg, ocfg = CASES["uniarm-moslora"]
+    acfg = AdapterConfig(**{**acfg.to_dict(), "dropout": 0.0, "targets": acfg.targets})
+    handle = uniarm_jax.load_pretrained(tiny_dir)
+    adapter = jax.tree.map(lambda x: x + 0.1, init_adapter(handle, acfg, seed=1).adapter)
+    batch = {k: jnp.asarray(v) for k, v in random_pairs(4, 2, seed=5, length=24, response_length=8)[0].items()}
+    model = Llama(handle.config, acfg)
+
+    def loss(adapter):
+        fn = model_logprob_fn(model, {"params": handle.params, "adapter": adapter})
+        return objective_loss(fn, batch, jax.random.key(4), ocfg)[0]
+
+    results = {}
+    for block in (1000, 7):
+        monkeypatch.setattr(llama, "ATTENTION_BLOCK", block)
+        results[block] = jax.value_and_grad(loss)(adapter)  # traced anew: the block is read at trace time
+    (ref, ref_grad), (ours, ours_grad) = results[1000], results[7]
+    np.testing.assert_allclose(float(ours), float(ref), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(ours_grad), jax.tree.leaves(ref_grad)):
+        assert np.abs(b).max() > 0
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * float(np.abs(b).max()))
+
+
 def check_packed_against_unpacked(model_dir, case):
     """The packed rows (prompt once, responses attending to it and to themselves) give the loss and the
     adapter gradients of every response computed in its own sequence, within float32 rounding

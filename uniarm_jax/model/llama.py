@@ -163,6 +163,19 @@ def write_chunk(cache, chunk, index):
         cache, chunk, index)
 
 
+ATTENTION_BLOCK = 128  # queries per block of the full forward's attention (model/llama.Attention)
+
+
+def attend(q, k, v, mask):
+    """Softmax attention of queries grouped per kv head `q [b, l, kv, g, d]` over `k, v [b, s, kv, d]`
+    where `mask [b, l, s]` allows; float32 scores."""
+    scores = jnp.einsum("blkgd,bskd->bkgls", q, k.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgls,bskd->blkgd", probs, v)
+
+
 class Attention(Block):
     @nn.compact
     def __call__(self, x, positions, mask, cache_index, pref):
@@ -189,12 +202,15 @@ class Attention(Block):
 
         # Grouped-query attention without repeating k/v: queries grouped per kv head.
         q = q.reshape(b, length, kv, h // kv, d)
-        scores = jnp.einsum("blkgd,bskd->bkgls", q, k.astype(q.dtype),
-                            preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h * d)
-        return proj(cfg.hidden_size, name="o_proj")(out, pref)
+        if self.has_variable("cache", "k") or length <= ATTENTION_BLOCK:
+            out = attend(q, k, v, mask)
+        else:
+            # The full forward's mask is causal: a block of queries sees no key past its last query,
+            # so each block's scores leave those keys out (about half the work of a long row).
+            ends = range(ATTENTION_BLOCK, length + ATTENTION_BLOCK, ATTENTION_BLOCK)
+            out = jnp.concatenate([attend(q[:, e - ATTENTION_BLOCK:e], k[:, :e], v[:, :e],
+                                          mask[:, e - ATTENTION_BLOCK:e, :e]) for e in ends], axis=1)[:, :length]
+        return proj(cfg.hidden_size, name="o_proj")(out.reshape(b, length, h * d), pref)
 
 
 class MLP(Block):
