@@ -51,14 +51,14 @@ def strong_modulation(arm):
     return arm
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("decode")
+def guided_models(root, quantize=None) -> dict:
+    """A tiny base (no EOS) with a UniARM and two LoRA ARMs on it, and a weak UniARM on a smaller
+    base with the same vocabulary; every model loaded with `quantize`."""
     make_tiny_llama(root / "base", eos_token_id=None)
     make_tiny_llama(root / "small", seed=1, eos_token_id=None, hidden_size=32, intermediate_size=64,
                     num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
-    base = uniarm_jax.load_pretrained(str(root / "base"))
-    small = uniarm_jax.load_pretrained(str(root / "small"))
+    base = uniarm_jax.load_pretrained(str(root / "base"), quantize=quantize)
+    small = uniarm_jax.load_pretrained(str(root / "small"), quantize=quantize)
     return {
         "base": base,
         "uniarm": strong_modulation(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=1)),
@@ -66,6 +66,11 @@ def models(tmp_path_factory):
         "lora1": randomise(init_adapter(base, AdapterConfig(kind="lora")), seed=3),
         "weak": randomise(init_adapter(small, AdapterConfig(kind="moslora")), seed=4),
     }
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return guided_models(tmp_path_factory.mktemp("decode"))
 
 
 @pytest.mark.parametrize("case", ["uniarm", "genarm", "weak-to-strong", "arm-only"])

@@ -16,7 +16,7 @@ import uniarm_jax
 from tests.cli_runner import run_uniarm
 from tests.synthetic import vocabulary, write_pairs
 from tests.test_adapters import randomise
-from tests.test_decode import PROMPTS, naive_guided, strong_modulation
+from tests.test_decode import PROMPTS, guided_models, naive_guided
 from tests.test_train_step import CASES, pair_batch, run_steps
 from tests.tiny_models import make_tiny_llama, make_tiny_word_llama
 from uniarm_jax.decode.guides import load_guides
@@ -119,15 +119,7 @@ def test_int8_scales_per_group_of_64_rows_on_a_wider_model(grouped_dir):
 
 @pytest.fixture(scope="module")
 def int8_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8")
-    make_tiny_llama(root / "base", eos_token_id=None)
-    make_tiny_llama(root / "small", seed=1, eos_token_id=None, hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
-    base = uniarm_jax.load_pretrained(str(root / "base"), quantize="int8")
-    small = uniarm_jax.load_pretrained(str(root / "small"), quantize="int8")
-    return {"base": base,
-            "uniarm": strong_modulation(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=1)),
-            "weak": randomise(init_adapter(small, AdapterConfig(kind="moslora")), seed=4)}
+    return guided_models(tmp_path_factory.mktemp("int8"), quantize="int8")
 
 
 @pytest.mark.parametrize("case", ["uniarm", "weak-to-strong"])

@@ -163,7 +163,7 @@ def write_chunk(cache, chunk, index):
         cache, chunk, index)
 
 
-ATTENTION_BLOCK = 128  # queries per block of the full forward's attention (model/llama.Attention)
+ATTENTION_BLOCK = 128  # queries per block of the full forward's attention (rows longer than one)
 
 
 def attend(q, k, v, mask):
@@ -207,9 +207,9 @@ class Attention(Block):
         else:
             # The full forward's mask is causal: a block of queries sees no key past its last query,
             # so each block's scores leave those keys out (about half the work of a long row).
-            ends = range(ATTENTION_BLOCK, length + ATTENTION_BLOCK, ATTENTION_BLOCK)
-            out = jnp.concatenate([attend(q[:, e - ATTENTION_BLOCK:e], k[:, :e], v[:, :e],
-                                          mask[:, e - ATTENTION_BLOCK:e, :e]) for e in ends], axis=1)[:, :length]
+            blocks = [slice(start, start + ATTENTION_BLOCK) for start in range(0, length, ATTENTION_BLOCK)]
+            out = jnp.concatenate([attend(q[:, s], k[:, :s.stop], v[:, :s.stop], mask[:, s, :s.stop])
+                                   for s in blocks], axis=1)
         return proj(cfg.hidden_size, name="o_proj")(out.reshape(b, length, h * d), pref)
 
 
