@@ -166,6 +166,29 @@ def test_sampling_is_reproducible_and_respects_top_k(models):
     np.testing.assert_array_equal(nucleus, np.argmax(np.asarray(logp), -1))  # only the top token survives
 
 
+@pytest.mark.parametrize("vocab,scale,p", [(50, 1.0, 0.9), (1000, 3.0, 0.95), (49152, 3.0, 0.95), (300, 0.3, 0.5)])
+def test_nucleus_keeps_the_smallest_top_set_reaching_p(vocab, scale, p):
+    """The oracle sorts in float64: token i stays iff the more probable tokens hold less than p. A token
+    whose mass above lies within 1e-5 of p may round either way in float32; those are left out of the
+    comparison (counted: at most a few per row, of thousands kept at 49152)."""
+    from uniarm_jax.decode.sampling import _top_p
+
+    logits = np.random.RandomState(vocab).randn(16, vocab) * scale
+    kept = np.isfinite(np.asarray(jax.jit(_top_p)(jax.numpy.asarray(logits, np.float32), p)))
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    for row, q in enumerate(probs):
+        order = np.argsort(-q)
+        before = np.cumsum(q[order]) - q[order]
+        clear = np.abs(before - p) >= 1e-5
+        assert np.sum(~clear) <= 4
+        np.testing.assert_array_equal(kept[row][order][clear], (before < p)[clear])
+        assert np.sum(q[kept[row]]) >= p - 1e-5  # what stays reaches p
+    # a per-row p ([batch, 1]) cuts each row at its own p
+    rows = np.asarray(jax.jit(_top_p)(jax.numpy.asarray(logits[:2], np.float32), np.array([[0.3], [0.99]])))
+    assert np.isfinite(rows[0]).sum() < np.isfinite(rows[1]).sum()
+
+
 def test_combination_rule_on_hand_made_logits():
     base = np.array([[2.0, 1.0, 0.0, -1.0]])
     arm_a = np.array([[0.0, 3.0, 0.0, 0.0, 9.0]])  # a larger vocabulary: the 5th token is cut

@@ -45,13 +45,27 @@ def _top_k(logits, k: int):
 
 
 def _top_p(logits, p):
-    """Only the smallest set of top tokens whose mass reaches `p` (a number or `[batch, 1]`) survives."""
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
-    cut_sorted = jnp.where(before >= p, -jnp.inf, sorted_logits)
-    return jnp.full_like(logits, -jnp.inf).at[jnp.arange(logits.shape[0])[:, None], order].set(cut_sorted)
+    """Only the smallest set of top tokens whose mass reaches `p` (a number or `[batch, 1]`) survives:
+    token i stays iff the tokens more probable than it hold less than `p`. That set is every token at
+    or above a probability threshold, found without sorting the vocabulary: the least float32 v whose
+    "mass above v" is below `p`, by bisection over the bit patterns of [0, 1] (31 halvings, exact), each
+    a masked sum over the vocabulary. A sort of the vocabulary per row cost ~20x this on a CPU (550 vs
+    25 ms a step at batch 32 over 49152 tokens): more than the model's own step."""
+    probs = jax.nn.softmax(logits, axis=-1)
+
+    def mass_above(bits):
+        v = jax.lax.bitcast_convert_type(bits, jnp.float32)
+        return jnp.sum(jnp.where(probs > v, probs, 0.0), axis=-1, keepdims=True)
+
+    def halve(_, bounds):  # mass_above(lo) >= p > mass_above(hi) throughout
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        below = mass_above(mid) < p
+        return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+
+    start = (jnp.zeros(probs.shape[:-1] + (1,), jnp.int32), jnp.full(probs.shape[:-1] + (1,), 0x3F800000, jnp.int32))
+    _, hi = jax.lax.fori_loop(0, 31, halve, start)  # 2^30 < 0x3F800000 < 2^31
+    return jnp.where(probs >= jax.lax.bitcast_convert_type(hi, jnp.float32), logits, -jnp.inf)
 
 
 def choose_token(logp, rng, sampler: Sampler):
@@ -70,8 +84,8 @@ def choose_token_rows(logp, keys, temperature, top_p, top_k: int = 0):
     """`choose_token` with each row's own temperature `[batch]` (0: greedy), top_p `[batch]` and rng key
     `[batch]` (the server's rows are different requests). Each row's token is the one `choose_token`
     picks for that row alone with the same key and values: the row runs as a batch of one under `vmap`,
-    which keeps each key's random stream. Sampling and the nucleus cut (a sort of the vocabulary per
-    row) are computed only when some row asks for them."""
+    which keeps each key's random stream. Sampling and the nucleus cut are computed only when some row
+    asks for them."""
     def one(lp, key, t, p, nucleus: bool):
         lp = lp[None]
         logits = lp / jnp.where(t > 0, t, 1)
