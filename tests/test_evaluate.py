@@ -133,3 +133,45 @@ def test_degenerate_responses_score_as_failures_and_are_reported(setup, tmp_path
     share = np.array([bool(w) for w in reasons]).reshape(len(summary["prefs"]), len(PROMPTS)).mean(axis=1)
     np.testing.assert_allclose(summary["methods"]["uniarm"]["degenerate"], share)
     assert "Share of degenerate responses" in open(tmp_path / "out" / "results.md").read()
+
+
+def test_an_interrupted_evaluation_generates_only_what_it_had_not_finished(setup, tmp_path):
+    import shutil
+
+    root, base, config = setup
+    shutil.copytree(root / "uniarm", tmp_path / "arm")
+    config = {**config, "methods": {"uniarm": {"arms": [str(tmp_path / "arm")]}}}
+    path, out = write_config(tmp_path / "eval.yaml", config), tmp_path / "out"
+
+    def run():
+        res = uniarm("evaluate", path, f"out_dir={out}", "batch_size=4")  # 15 rows: chunks at 0, 4, 8, 12
+        assert res.returncode == 0, res.stderr
+        return [r["text"] for r in map(json.loads, open(out / "samples" / "uniarm.jsonl"))]
+
+    def chunks():
+        lines = (out / "generations" / "uniarm.jsonl").read_text().splitlines()
+        return lines[0], [json.loads(line) for line in lines[1:]]
+
+    first = run()
+    header, done = chunks()
+    assert [c["start"] for c in done] == [0, 4, 8, 12] and [len(c["tokens"]) for c in done] == [4, 4, 4, 3]
+    # the run "was killed" after two chunks, in the middle of writing the third; the second chunk's
+    # first row is marked with tokens the model never wrote, so reading it back is seen in the output
+    tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
+    marker = [5, 5, 5]
+    assert tokenizer.decode(marker, skip_special_tokens=True).strip() != first[4]
+    done[1]["tokens"][0] = marker
+    cut = json.dumps(done[2])[:20]
+    (out / "generations" / "uniarm.jsonl").write_text("\n".join([header, *map(json.dumps, done[:2]), cut]))
+    again = run()
+    assert again[4] == tokenizer.decode(marker, skip_special_tokens=True).strip()  # chunk 4 read back
+    assert again[:4] + again[5:] == first[:4] + first[5:]  # chunks 8 and 12 generated again, as before
+    assert [c["start"] for c in chunks()[1]] == [0, 4, 8, 12]
+    # the ARM retrained in place: another key, so every chunk is generated afresh (the marker is gone)
+    save_adapter(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=9), str(tmp_path / "arm"),
+                 ["brevity", "informativeness"])
+    assert chunks()[0] == header
+    retrained = run()
+    assert chunks()[0] != header and retrained[4] != again[4]
+    shutil.copytree(root / "uniarm", tmp_path / "arm", dirs_exist_ok=True)  # the first ARM back: its answers
+    assert run() == first

@@ -8,6 +8,8 @@ compilation. The base model alone is always evaluated too, once (α does not rea
 the reference every method is read against.
 
 Outputs in `out_dir`: `samples/<method>.jsonl` (every response with its α and scores),
+`generations/<method>.jsonl` (the finished chunks' tokens: a rerun of an interrupted evaluation
+generates only what is missing, `chunk_log.py`),
 `results.json` (the configuration, the grid, the reference point, r̄(α), HV, MIP and the
 non-dominated points per method), `results.md` (the same as tables) and the Pareto plots.
 
@@ -40,9 +42,10 @@ from uniarm_jax.decode.guides import load_guides
 from uniarm_jax.decode.rollout import num_objectives
 from uniarm_jax.decode.sampling import Sampler
 from uniarm_jax.errors import ConfigError
+from uniarm_jax.eval.chunk_log import ChunkLog, digest, model_identity
 from uniarm_jax.eval.pareto import check_reference, simplex_grid
 from uniarm_jax.eval.report import BASE, format_point, markdown_table, write_report
-from uniarm_jax.eval.scoring import make_scorers, score_responses
+from uniarm_jax.eval.scoring import make_scorers, score_responses, scorer_specs
 from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
@@ -109,13 +112,6 @@ def load_eval_config(path: str | None, overrides=()) -> EvalConfig:
     return config
 
 
-def scorer_specs(objectives) -> list[dict]:
-    """Built-in names become programmatic scorer specs; dicts pass through."""
-    if not isinstance(objectives, (list, tuple)) or not objectives:
-        raise ConfigError(f"objectives {objectives!r} must be a non-empty list of scorer names or specs")
-    return [{"kind": "programmatic", "function": o} if isinstance(o, str) else o for o in objectives]
-
-
 def preference_grid(config: EvalConfig, k: int) -> np.ndarray:
     """The explicit `prefs` (each checked to lie on the simplex) or the simplex grid of `grid_steps`."""
     if config.prefs is not None:
@@ -142,21 +138,34 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
 
 def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[int]], prefs: np.ndarray | None,
                scorers, *, arm_weights=None, base_weight: float = 1.0, max_new_tokens: int, sampler: Sampler,
-               seed: int = 0, batch_size: int | None = None, rule: DegeneracyRule | None = None) -> dict:
+               seed: int = 0, batch_size: int | None = None, rule: DegeneracyRule | None = None,
+               resume: tuple[str, dict] | None = None) -> dict:
     """Every (α, prompt) row generated in one call (or chunks of `batch_size` rows of one shape) and
     scored. `prefs=None` runs the base alone, once per prompt. A `rule` gives its degenerate responses
-    every objective's failure value (a response without EOS never ended). Returns the rows, their
-    scores `[R, k]`, `r̄(α)` `[M, k]` (one row when `prefs` is None), the share of degenerate responses
-    per α (with a rule) and the generation time."""
+    every objective's failure value (a response without EOS never ended). `resume` = (file, the
+    models' identities) keeps finished chunks in a `ChunkLog`, so a rerun generates only the rest.
+    Returns the rows, their scores `[R, k]`, `r̄(α)` `[M, k]` (one row when `prefs` is None), the
+    share of degenerate responses per α (with a rule) and the generation time."""
     grid = [None] if prefs is None else list(prefs)
     rows = [(p, ids, a) for a in grid for p, ids in zip(prompts, encoded)]
-    tokens, seconds = [], 0.0
-    for _, out, elapsed in generate_in_chunks(base, guides, [r[1] for r in rows], max_new_tokens,
-                                              prefs=None if prefs is None else [r[2] for r in rows],
-                                              chunk_size=batch_size, seed=seed, arm_weights=arm_weights,
-                                              base_weight=base_weight, sampler=sampler, pad_id=tokenizer.pad_token_id):
-        tokens += out
-        seconds += elapsed
+    row_prefs = None if prefs is None else [r[2] for r in rows]
+    chunks, log = {}, None
+    if resume is not None:
+        key = digest({"rows": [r[1] for r in rows], "prefs": None if prefs is None else np.asarray(prefs).tolist(),
+                      "models": resume[1], "arm_weights": None if arm_weights is None else list(arm_weights),
+                      "base_weight": base_weight, "max_new_tokens": max_new_tokens, "seed": seed,
+                      "sampler": dataclasses.asdict(sampler), "batch_size": batch_size})
+        log = ChunkLog(resume[0], key)
+        chunks = dict(log.done)
+    for start, out, elapsed in generate_in_chunks(base, guides, [r[1] for r in rows], max_new_tokens,
+                                                  prefs=row_prefs, chunk_size=batch_size, seed=seed, skip=chunks,
+                                                  arm_weights=arm_weights, base_weight=base_weight, sampler=sampler,
+                                                  pad_id=tokenizer.pad_token_id):
+        chunks[start] = (out, elapsed)
+        if log is not None:
+            log.add(start, out, elapsed)
+    tokens = [t for start in sorted(chunks) for t in chunks[start][0]]
+    seconds = sum(elapsed for _, elapsed in chunks.values())
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
     eos = set(base.config.eos_token_ids)
     reasons = None if rule is None else rule.reasons(texts, [bool(t) and t[-1] in eos for t in tokens])
@@ -200,14 +209,19 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     encoded = encode_prompts(tokenizer, prompts, config.template, config.max_new_tokens,
                              base.config.max_position_embeddings, config.max_prompt_tokens)
     common = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, seed=config.seed,
-                  batch_size=config.batch_size,
-                  rule=config.degeneracy_rule)
-    results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, **common)}
+                  batch_size=config.batch_size, rule=config.degeneracy_rule)
+    models = {"base": model_identity(base.path), "dtype": config.dtype, "quantize": config.quantize}
+
+    def resume(name, arms=()):  # finished chunks of this method, kept across runs (eval/chunk_log.py)
+        return (os.path.join(config.out_dir, "generations", f"{name}.jsonl"),
+                models | {"arms": [model_identity(os.path.expanduser(a)) for a in arms]})
+
+    results = {BASE: run_method(base, tokenizer, [], prompts, encoded, None, scorers, resume=resume(BASE), **common)}
     check_reference(results[BASE]["means"], reference)
     log(f"{BASE}: {format_point(results[BASE]['means'][0])} ({results[BASE]['seconds']:.1f} s)")
     for name, (guides, weights, base_weight) in methods.items():
         results[name] = run_method(base, tokenizer, guides, prompts, encoded, prefs, scorers, arm_weights=weights,
-                                   base_weight=base_weight, **common)
+                                   base_weight=base_weight, resume=resume(name, config.methods[name].arms), **common)
         log(f"{name}: {len(results[name]['samples'])} responses ({results[name]['seconds']:.1f} s)")
     summary = write_report(config.out_dir, names, prefs, results, reference, to_dict(config), config.title)
     log(markdown_table(summary))

@@ -35,8 +35,8 @@ Each kind lives in its own module: `checks` (the protocol and the checks every s
 
 from uniarm_jax.errors import ScoringError
 from uniarm_jax.eval.scoring.checks import Scorer, check_scores, score_responses
-from uniarm_jax.eval.scoring.factory import KINDS, make_scorer, make_scorers
+from uniarm_jax.eval.scoring.factory import KINDS, make_scorer, make_scorers, scorer_specs
 from uniarm_jax.eval.scoring.programmatic import BUILTINS, brevity, informativeness, tone
 
-__all__ = ["Scorer", "ScoringError", "make_scorer", "make_scorers", "score_responses", "check_scores",
+__all__ = ["Scorer", "ScoringError", "make_scorer", "make_scorers", "scorer_specs", "score_responses", "check_scores",
            "brevity", "informativeness", "tone", "BUILTINS", "KINDS"]

@@ -94,6 +94,19 @@ def _build(spec: dict, mesh) -> Scorer:
     return LlamaScoreScorer(name, path, mesh=mesh, **opts)
 
 
+# kinds that need no key of their own: a bare name in a list of objectives may be one of them
+PLAIN_KINDS = ("vader", "readability", "relevance")
+
+
+def scorer_specs(objectives) -> list[dict]:
+    """Objectives as scorer specs: a dict passes through; a name is a kind of `PLAIN_KINDS` or a
+    built-in programmatic function (`brevity`, ...)."""
+    if not isinstance(objectives, (list, tuple)) or not objectives:
+        raise ConfigError(f"objectives {objectives!r} must be a non-empty list of scorer names or specs")
+    return [o if isinstance(o, dict) else {"kind": o} if o in PLAIN_KINDS else {"kind": "programmatic", "function": o}
+            for o in objectives]
+
+
 def make_scorers(specs, mesh=None) -> list[Scorer]:
     """One scorer per objective, in order; objective names must be distinct."""
     scorers = [make_scorer(s, mesh) for s in specs]
