@@ -1,6 +1,7 @@
-"""`uniarm make-data`: sentence cutting, labelling against the scorers called directly, sampling against
-`guided_generate` called directly on the batches the command builds, and the command end to end on a
-tiny word-level Llama (files, splits, summary, seeds), with its refusals."""
+"""`uniarm make-data`: sentence cutting, labelling against the scorers called directly (degenerate
+responses failing), sampling against `guided_generate` called directly on the batches the command
+builds, and the command end to end on a tiny word-level Llama (files, splits by prompt, several pairs
+per prompt, summary, seeds), with its refusals."""
 
 import json
 
@@ -11,12 +12,14 @@ import uniarm_jax
 from tests.cli_runner import run_uniarm as uniarm
 from tests.synthetic import vocabulary
 from tests.tiny_models import make_tiny_word_llama
-from uniarm_jax.data.pairs import load_preferences, split_data
+from uniarm_jax.data.pairs import load_preferences, split_indices
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
 from uniarm_jax.decode.rollout import guided_generate
 from uniarm_jax.decode.sampling import Sampler
-from uniarm_jax.eval.make_data import SPLITS, complete_sentences, label_pairs, sample_pairs
+from uniarm_jax.errors import ConfigError
+from uniarm_jax.eval.make_data import SPLITS, complete_sentences, label_pairs, sample_responses
 from uniarm_jax.eval.scoring import brevity, informativeness, make_scorers, tone
+from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 
 OBJECTIVES = {"brevity": brevity, "informativeness": informativeness, "tone": tone}
 
@@ -44,10 +47,11 @@ def read_rows(path):
     return [json.loads(line) for line in open(path)]
 
 
-def oracle_pairs(base_dir, prompts, seed):
-    """What the command should sample, built by hand: two copies of each encoded prompt, batches of
-    BATCH rows (the last padded with copies of its last row), each batch run by `guided_generate` with
-    seed + its first row's index; texts decoded without specials, stripped, cut after the last sentence."""
+def oracle_responses(base_dir, prompts, seed, samples=2):
+    """What the command should sample, built by hand: `samples` copies of each encoded prompt, batches
+    of BATCH rows (the last padded with copies of its last row), each batch run by `guided_generate`
+    with seed + its first row's index; texts decoded without specials, stripped, cut after the last
+    sentence; with whether each row ended by EOS. Returns `[prompt][sample] -> (text, ended)`."""
     handle = uniarm_jax.load_pretrained(str(base_dir))
     tokenizer = uniarm_jax.load_tokenizer(str(base_dir))
     limit = handle.config.max_position_embeddings - MAX_NEW
@@ -56,7 +60,7 @@ def oracle_pairs(base_dir, prompts, seed):
     for p in prompts:
         ids, _, cut = encode_prompt(tokenizer, p, tcfg)
         assert not cut and ids[0] == tokenizer.bos_token_id
-        rows += [ids, ids]
+        rows += [ids] * samples
     texts = []
     for start in range(0, len(rows), BATCH):
         chunk = rows[start:start + BATCH]
@@ -65,8 +69,15 @@ def oracle_pairs(base_dir, prompts, seed):
         tokens, _ = guided_generate(handle, [], chunk, MAX_NEW, sampler=Sampler(1.0, 0, TOP_P), seed=seed + start,
                                     pad_id=tokenizer.pad_token_id)
         assert all(len(t) <= MAX_NEW for t in tokens)
-        texts += [complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()) for t in tokens[:real]]
-    return list(zip(texts[0::2], texts[1::2]))
+        texts += [(complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()),
+                   bool(t) and t[-1] == tokenizer.eos_token_id) for t in tokens[:real]]
+    return [texts[i:i + samples] for i in range(0, len(texts), samples)]
+
+
+def oracle_pairs(base_dir, prompts, seed, samples=2):
+    """The oracle's pairs of texts: samples (0, 1), (2, 3), ... of each prompt, in prompt order."""
+    return [(r[j][0], r[j + 1][0]) for r in oracle_responses(base_dir, prompts, seed, samples)
+            for j in range(0, samples, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -174,23 +185,31 @@ def test_label_pairs_ties_are_a_seeded_coin():
 
 # ----------------------------------------------------------------------------------- sample_pairs
 
-def test_sample_pairs_equals_guided_generate_on_the_batches(setup):
+def test_sample_responses_equals_guided_generate_on_the_batches(setup):
     root, _ = setup
     handle = uniarm_jax.load_pretrained(str(root / "base"))
     tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
     progress = []
-    pairs = sample_pairs(handle, tokenizer, PROMPTS, template="raw", max_new_tokens=MAX_NEW,
-                         sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH,
-                         progress=lambda done, total: progress.append((done, total)))
-    assert pairs == oracle_pairs(root / "base", PROMPTS, seed=5)
+
+    def sample(tok, prompts=PROMPTS, samples=2, **kw):
+        return sample_responses(handle, tok, prompts, samples=samples, template="raw", max_new_tokens=MAX_NEW,
+                                sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH, **kw)
+
+    responses = sample(tokenizer, progress=lambda done, total: progress.append((done, total)))
+    assert responses == oracle_responses(root / "base", PROMPTS, seed=5)
     assert progress == [(2, 11), (4, 11), (6, 11), (8, 11), (10, 11), (11, 11)]  # padding rows are not counted
-    assert sum(r0 != r1 for r0, r1 in pairs) >= 9  # the two rows of a prompt are sampled apart
+    assert sum(r[0] != r[1] for r in responses) >= 9  # the two rows of a prompt are sampled apart
+    ended = [e for r in responses for _, e in r]
+    assert 0 < sum(ended) < len(ended)  # some rows stop by EOS within 6 tokens, some do not: both flags seen
     # a prefix of the prompts gets the same responses: the padding of a last batch changes nothing
-    assert sample_pairs(handle, tokenizer, PROMPTS[:3], template="raw", max_new_tokens=MAX_NEW,
-                        sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH) == pairs[:3]
+    assert sample(tokenizer, PROMPTS[:3]) == responses[:3]
     # whitespace around a decoded text is stripped (this word-level tokenizer never makes any itself)
-    assert sample_pairs(handle, Spacey(tokenizer), PROMPTS, template="raw", max_new_tokens=MAX_NEW,
-                        sampler=Sampler(1.0, 0, TOP_P), seed=5, batch_size=BATCH) == pairs
+    assert sample(Spacey(tokenizer)) == responses
+    # four samples a prompt: four adjacent rows of the batches, as the oracle builds them
+    four = sample(tokenizer, samples=4)
+    assert four == oracle_responses(root / "base", PROMPTS, seed=5, samples=4) and all(len(r) == 4 for r in four)
+    with pytest.raises(ConfigError, match="3 samples per prompt; expected an even number"):
+        sample(tokenizer, samples=3)
 
 
 class Spacey:
@@ -214,11 +233,13 @@ class Spacey:
 def test_make_data_writes_loadable_labelled_splits(setup):
     root, runs = setup
     out = root / "a"
-    assert {p.name for p in out.iterdir()} == {"train.jsonl", "dev.jsonl", "test.jsonl", "all.jsonl", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"all.jsonl", "summary.json"} | {
+        f"{name}{end}" for name in SPLITS for end in (".jsonl", "_prompts.jsonl")}
     everything = read_rows(out / "all.jsonl")
     parts = {name: read_rows(out / f"{name}.jsonl") for name in SPLITS}
 
     # the responses are the base's own samples: the oracle's pairs, identical ones dropped, in prompt order
+    responses = oracle_responses(root / "base", PROMPTS, seed=0)
     pairs = oracle_pairs(root / "base", PROMPTS, seed=0)
     kept = [(p, pair) for p, pair in zip(PROMPTS, pairs) if pair[0] != pair[1]]
     assert [(r["prompt"], (r["response_0"], r["response_1"])) for r in everything] == kept
@@ -252,11 +273,14 @@ def test_make_data_writes_loadable_labelled_splits(setup):
     assert sum(map(len, keys.values())) == len(set().union(*map(set, keys.values())))
     assert sorted(json.dumps(r, sort_keys=True) for rows in parts.values() for r in rows) == \
         sorted(json.dumps(r, sort_keys=True) for r in everything)
-    # and they are the training loader's own split of all.jsonl under the same seed, row for row
-    expected = split_data(load_preferences(str(out / "all.jsonl"), "multi"), (0.5, 0.25, 0.25), 0, names=SPLITS)
-    assert keys == {name: [ex.prompt for ex in part.examples] for name, part in expected.items()}
+    # and they follow the seeded split of the prompts (kept pairs in prompt order), whatever was dropped
+    by_prompt = split_indices(len(PROMPTS), (0.5, 0.25, 0.25), 0, SPLITS)
+    assert [len(v) for v in by_prompt.values()] == [6, 2, 3]  # ends round(5.5) = 6, round(8.25) = 8, 11
+    assert keys == {name: [p for p, _ in kept if PROMPTS.index(p) in set(by_prompt[name])] for name in SPLITS}
+    # each part's prompts once each, in the prompts file's order, dropped pairs or not
+    assert {name: [r["prompt"] for r in read_rows(out / f"{name}_prompts.jsonl")] for name in SPLITS} == {
+        name: [PROMPTS[i] for i in sorted(by_prompt[name])] for name in SPLITS}
     n = len(everything)
-    assert [len(parts[s]) for s in SPLITS] == [round(0.5 * n), round(0.75 * n) - round(0.5 * n), n - round(0.75 * n)]
 
     summary = json.load(open(out / "summary.json"))
     assert summary["prompts"] == len(PROMPTS)
@@ -266,7 +290,43 @@ def test_make_data_writes_loadable_labelled_splits(setup):
     assert summary["rows"] == {s: len(parts[s]) for s in SPLITS}
     assert summary["objectives"] == list(OBJECTIVES) and summary["seed"] == 0 and summary["template"] == "raw"
     assert summary["splits"] == {"train": 0.5, "dev": 0.25, "test": 0.25} and summary["top_p"] == TOP_P
+    assert summary["samples_per_prompt"] == 2 and "degenerate_share" not in summary  # the rule is off by default
+    assert summary["ended_share"] == np.mean([e for r in responses for _, e in r])
     assert "sampled 11/11 prompts" in runs["a"].stdout
+
+
+def test_make_data_pairs_more_samples_by_prompt_and_degenerate_text_loses(setup, tmp_path):
+    root, _ = setup
+    res = make_data(root, tmp_path / "out", 0, "--samples", 4, "--degeneracy")
+    assert res.returncode == 0, res.stderr
+    responses = oracle_responses(root / "base", PROMPTS, seed=0, samples=4)
+    rule, scorers = DegeneracyRule(), make_scorers(SCORERS)
+    expected = []  # (prompt, pair, reasons): samples (0, 1) and (2, 3) of each prompt
+    for prompt, r in zip(PROMPTS, responses):
+        for j in (0, 2):
+            pair = (r[j][0], r[j + 1][0])
+            if pair[0] != pair[1]:
+                expected.append((prompt, pair, (rule.reason(*r[j]), rule.reason(*r[j + 1]))))
+    everything = read_rows(tmp_path / "out" / "all.jsonl")
+    assert [(r["prompt"], (r["response_0"], r["response_1"])) for r in everything] == [e[:2] for e in expected]
+    flagged = 0
+    for row, (prompt, pair, reasons) in zip(everything, expected):
+        for j, (text, why) in enumerate(zip(pair, reasons)):
+            flagged += bool(why)
+            for scorer, (name, fn) in zip(scorers, OBJECTIVES.items()):
+                assert row[f"score_{name}_{j}"] == (scorer.failure if why else fn(prompt, text)), (prompt, j, why)
+    assert 0 < flagged < 2 * len(everything)  # both kinds are seen (most 6-token answers never end)
+    # a prompt's two pairs share its split
+    for name in SPLITS:
+        mine = {r["prompt"] for r in read_rows(tmp_path / "out" / f"{name}.jsonl")}
+        assert all(not mine & {r["prompt"] for r in read_rows(tmp_path / "out" / f"{other}.jsonl")}
+                   for other in SPLITS if other != name)
+    summary = json.load(open(tmp_path / "out" / "summary.json"))
+    reasons = [rule.reason(text, ended) for r in responses for text, ended in r]
+    assert summary["samples_per_prompt"] == 4 and summary["prompts"] == len(PROMPTS)
+    assert summary["pairs"] + summary["identical_dropped"] == 2 * len(PROMPTS)
+    assert summary["degenerate_share"] == np.mean([bool(w) for w in reasons])
+    assert summary["degenerate_reasons"] == {w: reasons.count(w) for w in set(reasons) if w}
 
 
 def test_make_data_is_reproducible_by_seed(setup):
@@ -307,6 +367,11 @@ def test_make_data_refuses_bad_input(setup, tmp_path):
 
     res = make_data(root, tmp_path / "o", 0, "--splits", "0.5,0.5")
     assert res.returncode == 2 and "--splits '0.5,0.5' needs three fractions train,dev,test" in res.stderr
+    res = make_data(root, tmp_path / "o", 0, "--splits", "5,3,4")  # counts of prompts: refused before sampling
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"uniarm make-data: error: split sizes [5, 3, 4] ask for 12 examples; {root / 'prompts.jsonl'} "
+        "(prompts) has 11")
+    assert not (tmp_path / "o").exists()
 
     long = write_prompts(tmp_path / "long.jsonl", ["Say six words.", " ".join(["apple"] * 125)])
     res = uniarm("make-data", "--base", root / "base", "--out", tmp_path / "o", "--prompts", long,

@@ -25,14 +25,19 @@ def evaluate(args) -> None:
 def make_data(args) -> None:
     from uniarm_jax.eval.make_data import make_data as make_pairs
 
-    try:
-        splits = tuple(float(v) for v in args.splits.split(","))
+    try:  # counts of prompts when every value is an integer, else fractions
+        values = args.splits.split(",")
+        splits = tuple(int(v) if v.strip().isdigit() else float(v) for v in values)
+        if any(isinstance(v, float) for v in splits):
+            splits = tuple(float(v) for v in splits)
     except ValueError:
         splits = ()
     if len(splits) != 3:
-        raise ConfigError(f"--splits {args.splits!r} needs three fractions train,dev,test, e.g. 0.8,0.05,0.15")
+        raise ConfigError(f"--splits {args.splits!r} needs three fractions train,dev,test, e.g. 0.8,0.05,0.15 "
+                          "(or three counts of prompts, e.g. 580,40,100)")
     make_pairs(args.base, args.out, prompts_file=args.prompts, objectives=tuple(args.objectives.split(",")),
-               limit=args.limit, splits=splits, max_new_tokens=args.max_new_tokens, sampler=options.sampler(args),
+               limit=args.limit, splits=splits, max_new_tokens=args.max_new_tokens, samples=args.samples,
+               degeneracy=args.degeneracy or None, sampler=options.sampler(args),
                seed=args.seed, template=args.template, batch_size=args.batch_size, dtype=args.dtype)
 
 
@@ -47,15 +52,19 @@ def register(sub) -> None:
     options.add_quantize(p, default_help="the config's quantize")
     p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("make-data", help="preference pairs of the small-scale task: two base samples per prompt, "
-                       "labelled by offline objectives, split train/dev/test")
+    p = sub.add_parser("make-data", help="preference pairs of the small-scale task: pairs of base samples per "
+                       "prompt, labelled by offline objectives, split train/dev/test by prompt")
     p.add_argument("--base", required=True, help="Hugging Face directory of the model that samples the responses")
     p.add_argument("--out", required=True, help="directory for train/dev/test/all.jsonl and summary.json")
     p.add_argument("--prompts", default=PROMPTS, help='JSON lines {"prompt": ...} (default: the project\'s)')
     p.add_argument("--objectives", default="brevity,informativeness,tone",
-                   help="comma-separated built-in scorers: brevity, informativeness, tone")
+                   help="comma-separated scorers: built-in functions (brevity, informativeness, tone) or "
+                   "library kinds (vader, readability, relevance)")
+    p.add_argument("--samples", type=int, default=2, help="responses sampled per prompt (even): samples/2 pairs")
+    p.add_argument("--degeneracy", action="store_true",
+                   help="degenerate responses (run-on repetition, empty, no EOS) lose on every objective")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("--splits", default="0.8,0.05,0.15", help="train,dev,test fractions")
+    p.add_argument("--splits", default="0.8,0.05,0.15", help="train,dev,test fractions or counts of prompts")
     options.add_generation(p, max_new_tokens=defaults.SMALL_TASK_NEW_TOKENS, temperature=PAIR_SAMPLER.temperature,
                            top_p=PAIR_SAMPLER.top_p, top_k=False)
     p.add_argument("--batch-size", type=int, default=32)

@@ -224,14 +224,20 @@ def split_data(data: PreferenceData, sizes: Sequence[float] = (0.8, 0.05, 0.15),
     """Disjoint splits of a seeded permutation of the examples: `sizes` are fractions (summing to at
     most 1) or counts (all ints, summing to at most len(data)); PARM's 8K/0.5K/1.5K of PKU-SafeRLHF-10K
     is (0.8, 0.05, 0.15) or (8000, 500, 1500). The same seed gives the same splits."""
-    n = len(data)
+    parts = split_indices(len(data), sizes, seed, names, data.source)
+    return {name: data.subset(order) for name, order in parts.items()}
+
+
+def split_indices(n: int, sizes: Sequence[float], seed: int, names: Sequence[str],
+                  source: str = "the data") -> dict[str, np.ndarray]:
+    """`split_data`'s split of `range(n)`: the indices of each part, in a seeded permutation's order."""
     if len(sizes) != len(names):
         raise ConfigError(f"split sizes {list(sizes)} and names {list(names)} differ in length")
     if any(s < 0 for s in sizes):
         raise ConfigError(f"split sizes {list(sizes)} must not be negative")
     if all(isinstance(s, numbers.Integral) for s in sizes):
         if sum(sizes) > n:
-            raise ConfigError(f"split sizes {list(sizes)} ask for {sum(sizes)} examples; {data.source} has {n}")
+            raise ConfigError(f"split sizes {list(sizes)} ask for {sum(sizes)} examples; {source} has {n}")
         ends = np.cumsum(sizes)
     else:
         if sum(sizes) > 1 + 1e-9:
@@ -239,4 +245,4 @@ def split_data(data: PreferenceData, sizes: Sequence[float] = (0.8, 0.05, 0.15),
         ends = np.minimum(np.round(np.cumsum(sizes) * n).astype(int), n)
     order = np.random.default_rng(seed).permutation(n)
     starts = np.concatenate([[0], ends[:-1]])
-    return {name: data.subset(order[a:b]) for name, a, b in zip(names, starts, ends)}
+    return {name: order[a:b] for name, a, b in zip(names, starts, ends)}
