@@ -118,6 +118,17 @@ def test_uniarm_weighted_vote_equals_numpy(with_scores):
     assert loss == pytest.approx(l_dim + np.mean(terms), rel=1e-5)
 
 
+def test_distil_loss_is_numpy_nats_per_response_token():
+    batch = make_batch()
+    tokens = batch["target_mask"].sum()
+    assert 0 < tokens < batch["target_mask"].size  # the padding of short responses is left out
+    loss, metrics = run(ObjectiveConfig(method="distil"), batch)
+    expected = -numpy_lp(batch, None).sum() / tokens
+    assert loss == pytest.approx(expected, rel=1e-6) and metrics["nats_per_token"] == pytest.approx(expected, rel=1e-6)
+    flipped = dict(batch, labels=1 - batch["labels"])  # labels are not read
+    assert run(ObjectiveConfig(method="distil"), flipped)[0] == loss
+
+
 def test_weighted_winner_by_hand():
     labels = jnp.array([[0, 1], [0, 0], [1, 0], [0, 1]])
     scores = jnp.full((4, 2, 2), jnp.nan).at[3].set(jnp.array([[1.0, -2.0], [0.0, 0.0]]))

@@ -25,7 +25,7 @@ from uniarm_jax import defaults
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.llama import head_logits
 
-METHODS = ("genarm", "parm", "uniarm")
+METHODS = ("genarm", "parm", "uniarm", "distil")
 READINGS = ("dim_global", "weighted_vote")
 
 
@@ -209,7 +209,18 @@ def weighted_winner(labels: jax.Array, scores: jax.Array, alpha: jax.Array):
     return winner, keep
 
 
-OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss}
+def distil_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
+    """Distillation: the mean negative log-prob per response token of both responses of every pair,
+    which are the full model's own samples (make-data's pairs), so a truncated weak ARM base learns to
+    write what the full model writes (sequence-level distillation, docs/methods.md §6). Labels are not
+    read; the loss is the dev set's nats per token of held-out base text."""
+    del rng, cfg
+    lp = pair_logprobs(logprob_fn, batch, None)[0]
+    nats = -jnp.sum(lp) / jnp.maximum(jnp.sum(batch["target_mask"].astype(jnp.float32)), 1.0)
+    return nats, {"nats_per_token": nats}
+
+
+OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss, "distil": distil_loss}
 
 
 def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
