@@ -11,7 +11,7 @@ import pytest
 import uniarm_jax
 from tests.test_adapters import randomise
 from tests.tiny_models import make_tiny_llama
-from uniarm_jax.decode.generate import generate_in_chunks
+from uniarm_jax.decode.generate import generate_continuous, generate_in_chunks
 from uniarm_jax.decode.rollout import _rollout, guided_generate
 from uniarm_jax.decode.sampling import Sampler, choose_token, combine_logprobs
 from uniarm_jax.errors import ConfigError
@@ -139,6 +139,31 @@ def test_chunks_equal_one_call_per_chunk_with_the_last_padded(models):
                                             sampler=sampler)
     assert alone == guided_generate(models["base"], [models["uniarm"]], rows, 5, pref=prefs, sampler=sampler,
                                     seed=3)[0]
+
+
+@pytest.mark.parametrize("guides,sampler", [("uniarm", Sampler(temperature=1.0, top_p=0.9)),
+                                            ("genarm", Sampler(temperature=0.7, top_k=5))])
+def test_continuous_rows_equal_each_row_generated_alone(models, guides, sampler):
+    """Nine rows through three slots, some ending early at an EOS: each row's tokens are its
+    `guided_generate` alone with seed + its index, whatever rows shared its steps; `skip`ped rows are
+    not generated."""
+    arms = {"uniarm": [models["uniarm"]], "genarm": [models["lora0"], models["lora1"]]}[guides]
+    free, _ = guided_generate(models["base"], arms, PROMPTS, 8, pref=[0.5, 0.5])
+    eos = free[0][3]  # a token the base writes: rows that write it end early and free their slot
+    base = models["base"].__class__(models["base"].config.replace(eos_token_id=int(eos)), models["base"].params)
+    rows = (PROMPTS + [[9, 9, 9, 9, 9], [1], [33] * 40]) * 2 + [[7, 7]]  # [33] * 40: a second prompt bucket
+    prefs = [[w, 1 - w] for w in np.linspace(0, 1, len(rows))]
+    out = list(generate_continuous(base, arms, rows, 8, prefs=prefs, sampler=sampler, seed=4, slots=3,
+                                   arm_weights=[0.8] * len(arms), skip={2, 5}))
+    assert sorted(i for i, _, _ in out) == [i for i in range(len(rows)) if i not in (2, 5)]
+    lengths = []
+    for i, tokens, seconds in out:
+        alone, _ = guided_generate(base, arms, [rows[i]], 8, pref=[prefs[i]], sampler=sampler, seed=4 + i,
+                                   arm_weights=[0.8] * len(arms))
+        assert tokens == alone[0], i
+        lengths.append(len(tokens))
+        assert seconds >= 0
+    assert min(lengths) < 8 == max(lengths)  # some rows ended early, some ran to the limit
 
 
 def test_no_recompilation_across_preferences_and_prompts_in_a_bucket(models):

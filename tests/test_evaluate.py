@@ -15,6 +15,7 @@ from tests.test_adapters import randomise
 from tests.tiny_models import make_tiny_word_llama
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
 from uniarm_jax.decode.rollout import guided_generate
+from uniarm_jax.eval.bootstrap import bootstrap_metric, front_metric, paired_difference
 from uniarm_jax.eval.pareto import hypervolume, simplex_grid
 from uniarm_jax.eval.scoring import brevity, informativeness
 from uniarm_jax.hf.adapter_files import load_adapter, save_adapter
@@ -55,7 +56,8 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     root, base, config = setup
     out = tmp_path / "out"
     res = uniarm("evaluate", write_config(tmp_path / "eval.yaml", config), f"out_dir={out}",
-                                  "batch_size=4")  # 15 rows in chunks of 4: the padded last chunk too
+                 "batch_size=4",  # 15 rows through 4 decode slots
+                 "compare=[[uniarm,genarm],[genarm,base]]", "bootstrap=60")
     assert res.returncode == 0, res.stderr
     summary = json.load(open(out / "results.json"))
     prefs = simplex_grid(2, 4)
@@ -65,6 +67,7 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
     arms = {"uniarm": [load_adapter(base, str(root / "uniarm"))],
             "genarm": [load_adapter(base, str(root / f"genarm{i}")) for i in range(2)]}
+    per_prompt = {}
     for name in ("uniarm", "genarm"):
         rows = [json.loads(line) for line in open(out / "samples" / f"{name}.jsonl")]
         assert len(rows) == len(prefs) * len(PROMPTS)
@@ -81,8 +84,22 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
         np.testing.assert_allclose(metrics["means"], means, rtol=1e-12)
         np.testing.assert_allclose(metrics["hv"], hypervolume(means, [0, 0]), rtol=1e-12)
         np.testing.assert_allclose(metrics["mip"], np.mean(np.sum(prefs * means, axis=1)), rtol=1e-12)
+        per_prompt[name] = scores.reshape(len(prefs), len(PROMPTS), 2)
+        for metric in ("hv", "mip"):  # the bootstrap of the scores just recomputed, called directly
+            direct = bootstrap_metric(per_prompt[name], front_metric(metric, prefs, [0, 0]), 60)
+            assert metrics[f"{metric}_ci"] == pytest.approx(direct, rel=1e-12)
+        texts = {p: {r["text"] for r in rows if r["prompt"] == p} for p in PROMPTS}
+        assert metrics["distinct_responses"] == np.mean([len(t) for t in texts.values()])
     base_rows = [json.loads(line) for line in open(out / "samples" / "base.jsonl")]
     assert len(base_rows) == len(PROMPTS) and all(r["pref"] is None for r in base_rows)
+    per_prompt["base"] = np.array([[[brevity(r["prompt"], r["text"]), informativeness(r["prompt"], r["text"])]
+                                    for r in base_rows]])
+    for diff, (a, b) in zip(summary["differences"], [("uniarm", "genarm"), ("genarm", "base")]):
+        assert (diff["a"], diff["b"]) == (a, b)
+        for metric in ("hv", "mip"):
+            direct = paired_difference(per_prompt[a], per_prompt[b], front_metric(metric, prefs, [0, 0]), 60)
+            assert diff[metric] == pytest.approx(direct, rel=1e-12)
+    assert "| uniarm − genarm |" in open(out / "results.md").read()
     assert "| uniarm |" in open(out / "results.md").read()
 
 
@@ -94,6 +111,8 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     (("objectives=[brevity,informativeness,tone]", "reference=[0,0,0]"),
      "guides 2 objectives; the evaluation scores 3"),
     ("methods={base: {arms: [x]}}", "taken by the base model"),
+    ("compare=[[uniarm,parm]]", "compare entry ['uniarm', 'parm']; expected two of the methods ['base', 'uniarm'"),
+    ("bootstrap=-1", "bootstrap=-1; expected a number of replicates"),
     ("degeneracy={max_run: 1}", "degeneracy rule: max_run=1; expected an integer of at least 2"),
     ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
                                              "it stands for ['informativeness', 'brevity']"),
@@ -132,7 +151,8 @@ def test_degenerate_responses_score_as_failures_and_are_reported(setup, tmp_path
         assert (row["scores"]["brevity"], row["scores"]["informativeness"]) == pytest.approx(expected, abs=1e-12)
     share = np.array([bool(w) for w in reasons]).reshape(len(summary["prefs"]), len(PROMPTS)).mean(axis=1)
     np.testing.assert_allclose(summary["methods"]["uniarm"]["degenerate"], share)
-    assert "Share of degenerate responses" in open(tmp_path / "out" / "results.md").read()
+    assert "Degenerate responses (run-on repetition, near-empty, never ended) score as failures" in \
+        open(tmp_path / "out" / "results.md").read()
 
 
 def test_an_interrupted_evaluation_generates_only_what_it_had_not_finished(setup, tmp_path):
@@ -144,34 +164,33 @@ def test_an_interrupted_evaluation_generates_only_what_it_had_not_finished(setup
     path, out = write_config(tmp_path / "eval.yaml", config), tmp_path / "out"
 
     def run():
-        res = uniarm("evaluate", path, f"out_dir={out}", "batch_size=4")  # 15 rows: chunks at 0, 4, 8, 12
+        res = uniarm("evaluate", path, f"out_dir={out}", "batch_size=4")  # 15 rows through 4 slots
         assert res.returncode == 0, res.stderr
         return [r["text"] for r in map(json.loads, open(out / "samples" / "uniarm.jsonl"))]
 
-    def chunks():
+    def logged():
         lines = (out / "generations" / "uniarm.jsonl").read_text().splitlines()
         return lines[0], [json.loads(line) for line in lines[1:]]
 
     first = run()
-    header, done = chunks()
-    assert [c["start"] for c in done] == [0, 4, 8, 12] and [len(c["tokens"]) for c in done] == [4, 4, 4, 3]
-    # the run "was killed" after two chunks, in the middle of writing the third; the second chunk's
-    # first row is marked with tokens the model never wrote, so reading it back is seen in the output
+    header, done = logged()
+    assert sorted(r["row"] for r in done) == list(range(15))
+    # the run "was killed" after six rows, in the middle of writing the seventh; one of the six is marked
+    # with tokens the model never wrote, so reading it back is seen in the output
     tokenizer = uniarm_jax.load_tokenizer(str(root / "base"))
-    marker = [5, 5, 5]
-    assert tokenizer.decode(marker, skip_special_tokens=True).strip() != first[4]
-    done[1]["tokens"][0] = marker
-    cut = json.dumps(done[2])[:20]
-    (out / "generations" / "uniarm.jsonl").write_text("\n".join([header, *map(json.dumps, done[:2]), cut]))
+    marker, marked = [5, 5, 5], done[1]["row"]
+    assert tokenizer.decode(marker, skip_special_tokens=True).strip() != first[marked]
+    done[1]["tokens"] = marker
+    cut = json.dumps(done[6])[:20]
+    (out / "generations" / "uniarm.jsonl").write_text("\n".join([header, *map(json.dumps, done[:6]), cut]))
     again = run()
-    assert again[4] == tokenizer.decode(marker, skip_special_tokens=True).strip()  # chunk 4 read back
-    assert again[:4] + again[5:] == first[:4] + first[5:]  # chunks 8 and 12 generated again, as before
-    assert [c["start"] for c in chunks()[1]] == [0, 4, 8, 12]
-    # the ARM retrained in place: another key, so every chunk is generated afresh (the marker is gone)
+    assert again[marked] == tokenizer.decode(marker, skip_special_tokens=True).strip()  # read back, not generated
+    assert [t for i, t in enumerate(again) if i != marked] == [t for i, t in enumerate(first) if i != marked]
+    assert sorted(r["row"] for r in logged()[1]) == list(range(15))  # the other nine generated again, as before
+    # the ARM retrained in place: another key, so every row is generated afresh (the marker is gone)
     save_adapter(randomise(init_adapter(base, AdapterConfig(kind="moslora")), seed=9), str(tmp_path / "arm"),
                  ["brevity", "informativeness"])
-    assert chunks()[0] == header
     retrained = run()
-    assert chunks()[0] != header and retrained[4] != again[4]
+    assert logged()[0] != header and retrained[marked] != again[marked]
     shutil.copytree(root / "uniarm", tmp_path / "arm", dirs_exist_ok=True)  # the first ARM back: its answers
     assert run() == first

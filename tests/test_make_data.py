@@ -23,7 +23,7 @@ from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 
 OBJECTIVES = {"brevity": brevity, "informativeness": informativeness, "tone": tone}
 
-# 11 prompts: 22 sampled rows, so with --batch-size 4 the last batch holds 2 real rows and 2 of padding
+# 11 prompts: 22 sampled rows through 4 decode slots (rows end at different steps and free their slot)
 PROMPTS = ["Name some fruit.", "What is in the basket?", "List what you ate.", "Say six words.",
            "What fruit is in the basket?", "Name six words.", "Say what you ate.", "List some fruit.",
            "What is the fruit?", "Name what is in the basket.", "Say some words."]
@@ -48,10 +48,10 @@ def read_rows(path):
 
 
 def oracle_responses(base_dir, prompts, seed, samples=2):
-    """What the command should sample, built by hand: `samples` copies of each encoded prompt, batches
-    of BATCH rows (the last padded with copies of its last row), each batch run by `guided_generate`
-    with seed + its first row's index; texts decoded without specials, stripped, cut after the last
-    sentence; with whether each row ended by EOS. Returns `[prompt][sample] -> (text, ended)`."""
+    """What the command should sample, built by hand: `samples` copies of each encoded prompt, row r
+    generated alone by `guided_generate` with seed + r; texts decoded without specials, stripped, cut
+    after the last sentence; with whether each row ended by EOS. Returns `[prompt][sample] -> (text,
+    ended)`."""
     handle = uniarm_jax.load_pretrained(str(base_dir))
     tokenizer = uniarm_jax.load_tokenizer(str(base_dir))
     limit = handle.config.max_position_embeddings - MAX_NEW
@@ -62,15 +62,12 @@ def oracle_responses(base_dir, prompts, seed, samples=2):
         assert not cut and ids[0] == tokenizer.bos_token_id
         rows += [ids] * samples
     texts = []
-    for start in range(0, len(rows), BATCH):
-        chunk = rows[start:start + BATCH]
-        real = len(chunk)
-        chunk += [chunk[-1]] * (BATCH - real)
-        tokens, _ = guided_generate(handle, [], chunk, MAX_NEW, sampler=Sampler(1.0, 0, TOP_P), seed=seed + start,
-                                    pad_id=tokenizer.pad_token_id)
-        assert all(len(t) <= MAX_NEW for t in tokens)
-        texts += [(complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()),
-                   bool(t) and t[-1] == tokenizer.eos_token_id) for t in tokens[:real]]
+    for r, ids in enumerate(rows):
+        (tokens,), _ = guided_generate(handle, [], [ids], MAX_NEW, sampler=Sampler(1.0, 0, TOP_P), seed=seed + r,
+                                       pad_id=tokenizer.pad_token_id)
+        assert len(tokens) <= MAX_NEW
+        texts.append((complete_sentences(tokenizer.decode(tokens, skip_special_tokens=True).strip()),
+                      bool(tokens) and tokens[-1] == tokenizer.eos_token_id))
     return [texts[i:i + samples] for i in range(0, len(texts), samples)]
 
 
@@ -197,15 +194,15 @@ def test_sample_responses_equals_guided_generate_on_the_batches(setup):
 
     responses = sample(tokenizer, progress=lambda done, total: progress.append((done, total)))
     assert responses == oracle_responses(root / "base", PROMPTS, seed=5)
-    assert progress == [(2, 11), (4, 11), (6, 11), (8, 11), (10, 11), (11, 11)]  # padding rows are not counted
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress) and progress[-1] == (11, 11)
     assert sum(r[0] != r[1] for r in responses) >= 9  # the two rows of a prompt are sampled apart
     ended = [e for r in responses for _, e in r]
     assert 0 < sum(ended) < len(ended)  # some rows stop by EOS within 6 tokens, some do not: both flags seen
-    # a prefix of the prompts gets the same responses: the padding of a last batch changes nothing
+    # a prefix of the prompts gets the same responses: each row is its own seed's, whatever shares its steps
     assert sample(tokenizer, PROMPTS[:3]) == responses[:3]
     # whitespace around a decoded text is stripped (this word-level tokenizer never makes any itself)
     assert sample(Spacey(tokenizer)) == responses
-    # four samples a prompt: four adjacent rows of the batches, as the oracle builds them
+    # four samples a prompt: rows 4i .. 4i + 3 are prompt i's
     four = sample(tokenizer, samples=4)
     assert four == oracle_responses(root / "base", PROMPTS, seed=5, samples=4) and all(len(r) == 4 for r in four)
     with pytest.raises(ConfigError, match="3 samples per prompt; expected an even number"):
@@ -353,12 +350,15 @@ def test_make_data_limit_takes_the_first_prompts(setup, tmp_path):
 
 def test_make_data_refuses_bad_input(setup, tmp_path):
     root, _ = setup
-    for size in (3, 0):
-        res = make_data(root, tmp_path / "odd", 0, "--batch-size", size)
-        assert res.returncode == 2
-        assert res.stderr.strip() == (f"uniarm make-data: error: batch size {size} must be even and at least 2 "
-                                      "(two samples per prompt)")
-        assert not (tmp_path / "odd").exists()  # nothing half-written
+    res = make_data(root, tmp_path / "none", 0, "--batch-size", 0)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "uniarm make-data: error: batch size 0 must be at least 1 (rows sampled at once)"
+    assert not (tmp_path / "none").exists()  # nothing half-written
+    res = make_data(root, tmp_path / "odd", 0, "--samples", 3)
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("uniarm make-data: error: 3 samples per prompt; expected an even number of at "
+                                  "least 2 (pairs of them)")
+    assert not (tmp_path / "odd").exists()
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Name some fruit."}\n\n{"prompt": "Say six words."}\nnot json\n')

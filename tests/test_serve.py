@@ -19,9 +19,9 @@ import uniarm_jax
 from tests.cli_runner import run_uniarm
 from tests.serve_setup import LIMITS, make_models, running_server
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
+from uniarm_jax.decode import slots as slot_programs
 from uniarm_jax.decode.rollout import guided_generate
 from uniarm_jax.decode.sampling import Sampler
-from uniarm_jax.serve import slots as slot_programs
 
 PROMPTS = ["Name some fruit.", "What is in the basket?", "Say six words.", "List what you ate.",
            "apple banana cherry grape", "Name some fruit. Say six words."]

@@ -121,12 +121,10 @@ def guide_weights(guides: list, pref: np.ndarray | None, arm_weights, batch: int
     return weights.astype(np.float32)
 
 
-def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
-                    arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
-                    pad_id: int | None = None, bucket: int = 32) -> tuple[list[list[int]], int]:
-    """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
-    run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
-    prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""
+def checked_rows(base, guides: list, prompts: list[list[int]], max_new_tokens: int, pref, arm_weights,
+                 pad_id: int | None) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """`guided_generate`'s input checks; returns each row's α (`[batch, k]` or None), each row's guide
+    weights `[batch, n_guides]` and the pad id."""
     cfg = base.config
     if not prompts:
         raise ConfigError("no prompts to generate from")
@@ -147,6 +145,17 @@ def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens
         pref_rows = None if pref is None else check_pref(pref, len(guides), batch)
     weights = guide_weights(guides, pref_rows, arm_weights, batch)
     pad_id = pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+    return pref_rows, weights, int(pad_id)
+
+
+def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
+                    arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
+                    pad_id: int | None = None, bucket: int = 32) -> tuple[list[list[int]], int]:
+    """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
+    run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
+    prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""
+    cfg = base.config
+    pref_rows, weights, pad_id = checked_rows(base, guides, prompts, max_new_tokens, pref, arm_weights, pad_id)
     # prompt lengths round up to a multiple of `bucket`, so nearby lengths share one compilation
     ids, mask = left_pad(prompts, bucket_length(max(len(p) for p in prompts), bucket, cfg.max_position_embeddings),
                          pad_id)

@@ -2,14 +2,14 @@
 
 The papers judge a method by the Pareto front of its generations (docs/methods.md §4): for every α of a
 grid, guided generation on the test prompts, every response scored by one reward per objective, and
-`r̄(α)` the mean score vector. Every method runs as ONE batched sampling call over all (α, prompt)
-rows (or fixed-size chunks of them, `batch_size`, when memory asks for it), so a grid costs one
-compilation. The base model alone is always evaluated too, once (α does not reach it): its point is
-the reference every method is read against.
+`r̄(α)` the mean score vector. Every method streams all its (α, prompt) rows through `batch_size`
+decode slots (`generate_continuous`: a row that ends frees its slot for the next, α is per row), so a
+grid costs one compilation per step width and prompt bucket. The base model alone is always
+evaluated too, once (α does not reach it): its point is the reference every method is read against.
 
 Outputs in `out_dir`: `samples/<method>.jsonl` (every response with its α and scores),
-`generations/<method>.jsonl` (the finished chunks' tokens: a rerun of an interrupted evaluation
-generates only what is missing, `chunk_log.py`),
+`generations/<method>.jsonl` (the finished rows' tokens: a rerun of an interrupted evaluation
+generates only what is missing, `row_log.py`),
 `results.json` (the configuration, the grid, the reference point, r̄(α), HV, MIP and the
 non-dominated points per method), `results.md` (the same as tables) and the Pareto plots.
 
@@ -37,14 +37,14 @@ from uniarm_jax import defaults
 from uniarm_jax.config_files import load_config, require, to_dict
 from uniarm_jax.data.prompts import read_prompts
 from uniarm_jax.data.tokenization import encode_prompts
-from uniarm_jax.decode.generate import generate_in_chunks
+from uniarm_jax.decode.generate import generate_continuous
 from uniarm_jax.decode.guides import load_guides
 from uniarm_jax.decode.rollout import num_objectives
 from uniarm_jax.decode.sampling import Sampler
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.eval.chunk_log import ChunkLog, digest, model_identity
 from uniarm_jax.eval.pareto import check_reference, simplex_grid
 from uniarm_jax.eval.report import BASE, format_point, markdown_table, write_report
+from uniarm_jax.eval.row_log import RowLog, digest, model_identity
 from uniarm_jax.eval.scoring import make_scorers, score_responses, scorer_specs
 from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.adapter_files import read_adapter
@@ -80,10 +80,12 @@ class EvalConfig:
     top_k: int = defaults.TOP_K
     top_p: float = defaults.TOP_P
     seed: int = 0
-    batch_size: int | None = None         # rows per sampling call; default all rows of a method in one call
+    batch_size: int = 32                  # rows decoded at once (decode slots: a finished row's slot takes the next)
     dtype: str = defaults.DTYPE
     degeneracy: Any = None                # a DegeneracyRule's fields (true: its defaults; None/false: off)
     quantize: str | None = None           # "int8": int8 projection kernels for the base and the ARMs' bases
+    compare: tuple[tuple[str, str], ...] = ()  # (a, b) method pairs: a − b of HV and MIP, paired over prompts
+    bootstrap: int = 1000                 # bootstrap replicates for the 95% intervals (0: none)
     out_dir: str = "results/evaluate"
     title: str = ""
 
@@ -109,6 +111,12 @@ def load_eval_config(path: str | None, overrides=()) -> EvalConfig:
             raise ConfigError(f"method name {BASE!r} is taken by the base model, which is always evaluated")
         if not spec.arms:
             raise ConfigError(f"method {name!r} needs 'arms': a list of ARM directories")
+    known = [BASE, *config.methods]
+    for pair in config.compare:
+        if len(pair) != 2 or any(n not in known for n in pair):
+            raise ConfigError(f"compare entry {list(pair)!r}; expected two of the methods {known}")
+    if config.bootstrap < 0:
+        raise ConfigError(f"bootstrap={config.bootstrap!r}; expected a number of replicates (0: no intervals)")
     return config
 
 
@@ -138,34 +146,34 @@ def check_objective_order(method: str, paths: list[str], guides: list, names: li
 
 def run_method(base, tokenizer, guides, prompts: list[str], encoded: list[list[int]], prefs: np.ndarray | None,
                scorers, *, arm_weights=None, base_weight: float = 1.0, max_new_tokens: int, sampler: Sampler,
-               seed: int = 0, batch_size: int | None = None, rule: DegeneracyRule | None = None,
+               seed: int = 0, batch_size: int = 32, rule: DegeneracyRule | None = None,
                resume: tuple[str, dict] | None = None) -> dict:
-    """Every (α, prompt) row generated in one call (or chunks of `batch_size` rows of one shape) and
-    scored. `prefs=None` runs the base alone, once per prompt. A `rule` gives its degenerate responses
-    every objective's failure value (a response without EOS never ended). `resume` = (file, the
-    models' identities) keeps finished chunks in a `ChunkLog`, so a rerun generates only the rest.
-    Returns the rows, their scores `[R, k]`, `r̄(α)` `[M, k]` (one row when `prefs` is None), the
-    share of degenerate responses per α (with a rule) and the generation time."""
+    """Every (α, prompt) row generated (`batch_size` rows at once through decode slots, a finished row's
+    slot taking the next row) and scored. `prefs=None` runs the base alone, once per prompt. A `rule`
+    gives its degenerate responses every objective's failure value (a response without EOS never
+    ended). `resume` = (file, the models' identities) keeps finished rows in a `RowLog`, so a rerun
+    generates only the rest. Returns the rows, their scores `[R, k]`, `r̄(α)` `[M, k]` (one row when
+    `prefs` is None), the share of degenerate responses per α (with a rule) and the generation time."""
     grid = [None] if prefs is None else list(prefs)
     rows = [(p, ids, a) for a in grid for p, ids in zip(prompts, encoded)]
     row_prefs = None if prefs is None else [r[2] for r in rows]
-    chunks, log = {}, None
+    done, log = {}, None
     if resume is not None:
         key = digest({"rows": [r[1] for r in rows], "prefs": None if prefs is None else np.asarray(prefs).tolist(),
                       "models": resume[1], "arm_weights": None if arm_weights is None else list(arm_weights),
                       "base_weight": base_weight, "max_new_tokens": max_new_tokens, "seed": seed,
-                      "sampler": dataclasses.asdict(sampler), "batch_size": batch_size})
-        log = ChunkLog(resume[0], key)
-        chunks = dict(log.done)
-    for start, out, elapsed in generate_in_chunks(base, guides, [r[1] for r in rows], max_new_tokens,
-                                                  prefs=row_prefs, chunk_size=batch_size, seed=seed, skip=chunks,
-                                                  arm_weights=arm_weights, base_weight=base_weight, sampler=sampler,
-                                                  pad_id=tokenizer.pad_token_id):
-        chunks[start] = (out, elapsed)
+                      "sampler": dataclasses.asdict(sampler)})
+        log = RowLog(resume[0], key)
+        done = dict(log.done)
+    for i, out, elapsed in generate_continuous(base, guides, [r[1] for r in rows], max_new_tokens, prefs=row_prefs,
+                                               slots=batch_size, seed=seed, skip=done, arm_weights=arm_weights,
+                                               base_weight=base_weight, sampler=sampler,
+                                               pad_id=tokenizer.pad_token_id):
+        done[i] = (out, elapsed)
         if log is not None:
-            log.add(start, out, elapsed)
-    tokens = [t for start in sorted(chunks) for t in chunks[start][0]]
-    seconds = sum(elapsed for _, elapsed in chunks.values())
+            log.add(i, out, elapsed)
+    tokens = [done[i][0] for i in range(len(rows))]
+    seconds = sum(elapsed for _, elapsed in done.values())
     texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
     eos = set(base.config.eos_token_ids)
     reasons = None if rule is None else rule.reasons(texts, [bool(t) and t[-1] in eos for t in tokens])
@@ -212,7 +220,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                   batch_size=config.batch_size, rule=config.degeneracy_rule)
     models = {"base": model_identity(base.path), "dtype": config.dtype, "quantize": config.quantize}
 
-    def resume(name, arms=()):  # finished chunks of this method, kept across runs (eval/chunk_log.py)
+    def resume(name, arms=()):  # finished rows of this method, kept across runs (eval/row_log.py)
         return (os.path.join(config.out_dir, "generations", f"{name}.jsonl"),
                 models | {"arms": [model_identity(os.path.expanduser(a)) for a in arms]})
 
@@ -223,6 +231,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         results[name] = run_method(base, tokenizer, guides, prompts, encoded, prefs, scorers, arm_weights=weights,
                                    base_weight=base_weight, resume=resume(name, config.methods[name].arms), **common)
         log(f"{name}: {len(results[name]['samples'])} responses ({results[name]['seconds']:.1f} s)")
-    summary = write_report(config.out_dir, names, prefs, results, reference, to_dict(config), config.title)
+    summary = write_report(config.out_dir, names, prefs, results, reference, to_dict(config), config.title,
+                           compare=config.compare, resamples=config.bootstrap)
     log(markdown_table(summary))
     return summary

@@ -1,9 +1,9 @@
 """`uniarm make-data`: the small-scale task's preference pairs, made offline from the base's own samples.
 
 As PARM built its data: for every prompt the base model samples responses (seeded temperature
-sampling; `samples` of them, 2 by default, paired in sampling order), every objective scores both of a
-pair, and each objective's label is the better-scored response; the scores are kept, so the pairs
-serve every loss reading. The rows go out in the general `multi` schema (`prompt, response_0,
+sampling, each row its own seed; `samples` of them, 2 by default, paired in order), every objective
+scores both of a pair, and each objective's label is the better-scored response; the scores are kept,
+so the pairs serve every loss reading. The rows go out in the general `multi` schema (`prompt, response_0,
 response_1, label_<o>, score_<o>_0, score_<o>_1`), checked by reading them back with the training
 loader, and split by prompt (a seeded `split_indices` of the prompts) into train / dev / test files,
 with each part's prompts in `<part>_prompts.jsonl`.
@@ -30,7 +30,7 @@ from uniarm_jax import defaults
 from uniarm_jax.data.pairs import load_preferences, split_indices
 from uniarm_jax.data.prompts import read_prompts
 from uniarm_jax.data.tokenization import encode_prompts
-from uniarm_jax.decode.generate import generate_in_chunks
+from uniarm_jax.decode.generate import generate_continuous
 from uniarm_jax.decode.sampling import Sampler
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.eval.scoring import make_scorers, score_responses, scorer_specs
@@ -52,24 +52,25 @@ def complete_sentences(text: str) -> str:
 def sample_responses(handle, tokenizer, prompts: list[str], *, samples: int = 2, template: str,
                      max_new_tokens: int, sampler: Sampler, seed: int, batch_size: int,
                      progress=None) -> list[list[tuple[str, bool]]]:
-    """`samples` responses per prompt, sampled by the base alone `batch_size` rows at a time (a prompt's
-    rows adjacent): each `(text, ended)`, the text cut after its last complete sentence, `ended` whether
-    the model stopped by itself (EOS) within `max_new_tokens`."""
-    if batch_size < 2 or batch_size % 2:
-        raise ConfigError(f"batch size {batch_size} must be even and at least 2 (two samples per prompt)")
+    """`samples` responses per prompt, sampled by the base alone through `batch_size` decode slots
+    (`generate_continuous`: row r, sample r % samples of prompt r // samples, with seed + r): each
+    `(text, ended)`, the text cut after its last complete sentence, `ended` whether the model stopped
+    by itself (EOS) within `max_new_tokens`."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1 (rows sampled at once)")
     if samples < 2 or samples % 2:
         raise ConfigError(f"{samples} samples per prompt; expected an even number of at least 2 (pairs of them)")
     encoded = encode_prompts(tokenizer, prompts, template, max_new_tokens, handle.config.max_position_embeddings)
     rows = [ids for ids in encoded for _ in range(samples)]
     eos = set(handle.config.eos_token_ids)
-    out = []
-    for _, tokens, _ in generate_in_chunks(handle, [], rows, max_new_tokens, chunk_size=batch_size, seed=seed,
-                                           sampler=sampler, pad_id=tokenizer.pad_token_id):
-        out += [(complete_sentences(tokenizer.decode(t, skip_special_tokens=True).strip()), bool(t) and t[-1] in eos)
-                for t in tokens]
-        if progress is not None:
+    out = {}
+    for r, tokens, _ in generate_continuous(handle, [], rows, max_new_tokens, slots=batch_size, seed=seed,
+                                            sampler=sampler, pad_id=tokenizer.pad_token_id):
+        out[r] = (complete_sentences(tokenizer.decode(tokens, skip_special_tokens=True).strip()),
+                  bool(tokens) and tokens[-1] in eos)
+        if progress is not None and len(out) % samples == 0:
             progress(len(out) // samples, len(prompts))
-    return [out[i:i + samples] for i in range(0, len(out), samples)]
+    return [[out[r] for r in range(i, i + samples)] for i in range(0, len(rows), samples)]
 
 
 def label_pairs(prompts: list[str], pairs: list[tuple[str, str]], scorers, seed: int,

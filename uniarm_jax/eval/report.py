@@ -1,5 +1,7 @@
 """The outputs of an evaluation: `results.json`, `results.md` (tables), `samples/<method>.jsonl` and
-the Pareto plots, from each method's generated and scored rows."""
+the Pareto plots, from each method's generated and scored rows: HV and MIP with 95% bootstrap
+intervals over prompts (`bootstrap.py`), the paired differences asked for, the share of degenerate
+responses and how many distinct responses a prompt gets across α."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 
 import numpy as np
 
+from uniarm_jax.eval.bootstrap import bootstrap_metric, front_metric, paired_difference
 from uniarm_jax.eval.pareto import hypervolume, mean_inner_product, non_dominated
 
 BASE = "base"  # the base model alone: always evaluated, the reference of every table and plot
@@ -25,10 +28,32 @@ def format_point(values) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
+def distinct_responses(samples: list[dict]) -> float:
+    """The mean over prompts of how many different texts a prompt got across the α grid."""
+    texts: dict[str, set] = {}
+    for row in samples:
+        texts.setdefault(row["prompt"], set()).add(row["text"])
+    return float(np.mean([len(t) for t in texts.values()]))
+
+
+def intervals(prefs: np.ndarray, results: dict, reference, compare, resamples: int) -> tuple[dict, list]:
+    """HV and MIP intervals per method, and `compare`'s paired differences (a − b on the same
+    resampled prompts), from each method's scores `[M, P, k]` (rows are α-major)."""
+    metrics = {name: front_metric(name, prefs, reference) for name in ("hv", "mip")}
+    scores = {n: r["scores"].reshape(len(r["means"]), -1, r["scores"].shape[-1]) for n, r in results.items()}
+    per_method = {n: {f"{m}_ci": bootstrap_metric(s, f, resamples) for m, f in metrics.items()}
+                  for n, s in scores.items()}
+    pairs = [{"a": a, "b": b} | {m: paired_difference(scores[a], scores[b], f, resamples) for m, f in metrics.items()}
+             for a, b in compare]
+    return per_method, pairs
+
+
 def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results: dict, reference, config: dict,
-                 title: str = "") -> dict:
+                 title: str = "", compare=(), resamples: int = 1000) -> dict:
     """`results.json`, `results.md`, `samples/<method>.jsonl` and the Pareto plots from `results`
-    (method -> run_method's output, with `base` among them). Returns what went into results.json."""
+    (method -> run_method's output, with `base` among them); intervals from `resamples` bootstrap
+    replicates (0: none), paired differences for each `(a, b)` in `compare`. Returns what went into
+    results.json."""
     from uniarm_jax.eval.plots import pareto_plots
 
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
@@ -43,11 +68,19 @@ def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results
             "rows": len(res["samples"])}
         if "degenerate" in res:
             table[name]["degenerate"] = res["degenerate"].tolist()
+        if name != BASE:
+            table[name]["distinct_responses"] = distinct_responses(res["samples"])
+    differences = []
+    if resamples:
+        per_method, differences = intervals(prefs, results, reference, compare, resamples)
+        for name, cis in per_method.items():
+            table[name].update(cis)
     base_point = results[BASE]["means"][0] if BASE in results else None
     fronts = {n: {"prefs": prefs, "scores": r["means"]} for n, r in results.items() if n != BASE}
     plots = pareto_plots(fronts, objectives, out_dir, title=title, base=base_point) if fronts else []
     summary = {"objectives": objectives, "reference": [float(v) for v in reference], "prefs": prefs.tolist(),
-               "methods": table, "plots": [os.path.basename(p) for p in plots], "config": config}
+               "methods": table, "differences": differences, "plots": [os.path.basename(p) for p in plots],
+               "config": config}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
@@ -55,19 +88,31 @@ def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results
     return summary
 
 
+def _with_ci(value: float, ci: dict | None) -> str:
+    return f"{value:.4f}" if ci is None else f"{value:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
 def markdown_table(summary: dict) -> str:
     """The metrics table, then r̄(α) per method and α, then the plots."""
     objectives, methods = summary["objectives"], summary["methods"]
     lines = [f"Reference point {format_point(summary['reference'])} over ({', '.join(objectives)}); "
-             f"{len(summary['prefs'])} preference vectors.", "",
-             "| method | HV | MIP | non-dominated | mean tokens | generation s |", "|---|---:|---:|---:|---:|---:|"]
+             f"{len(summary['prefs'])} preference vectors. Intervals: 95% bootstrap over prompts.", "",
+             "| method | HV | MIP | non-dominated | degenerate | distinct / prompt | mean tokens | generation s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in methods.items():
-        lines.append(f"| {name} | {m['hv']:.4f} | {m['mip']:.4f} | {sum(m['non_dominated'])}/{len(m['means'])} | "
+        degenerate = f"{np.mean(m['degenerate']):.1%}" if "degenerate" in m else "–"
+        distinct = f"{m['distinct_responses']:.2f}" if "distinct_responses" in m else "–"
+        lines.append(f"| {name} | {_with_ci(m['hv'], m.get('hv_ci'))} | {_with_ci(m['mip'], m.get('mip_ci'))} | "
+                     f"{sum(m['non_dominated'])}/{len(m['means'])} | {degenerate} | {distinct} | "
                      f"{m['mean_tokens']:.1f} | {m['seconds']:.1f} |")
+    if summary.get("differences"):
+        lines += ["", "Paired differences (the same resampled prompts for both methods):", "",
+                  "| a − b | ΔHV | ΔMIP |", "|---|---:|---:|"]
+        lines += [f"| {d['a']} − {d['b']} | {_with_ci(d['hv']['value'], d['hv'])} | "
+                  f"{_with_ci(d['mip']['value'], d['mip'])} |" for d in summary["differences"]]
     if any("degenerate" in m for m in methods.values()):
-        lines += ["", "Share of degenerate responses (scored as failures), over every α:", "",
-                  "| method | degenerate |", "|---|---:|"]
-        lines += [f"| {n} | {np.mean(m['degenerate']):.1%} |" for n, m in methods.items() if "degenerate" in m]
+        lines += ["", "Degenerate responses (run-on repetition, near-empty, never ended) score as failures on every "
+                  "objective; the share is over every α."]
     guided = [n for n in methods if n != BASE]
     if guided:
         lines += ["", f"Mean scores r̄(α) = ({', '.join(objectives)}) per preference vector α:", "",

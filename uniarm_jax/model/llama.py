@@ -260,7 +260,7 @@ def cached_positions_and_mask(meta: dict, attention_mask, window: int | None = N
     Returns the positions, the mask `[b, l, slots]`, the slot the chunk starts at and the updated `meta`.
 
     `index` is one slot for every row (a batch decoded together), or one per row `[b]` (the server's
-    decode slots, each at its own point, `serve/slots.py`); there a row whose chunk holds no real token
+    decode slots, each at its own point, `decode/slots.py`); there a row whose chunk holds no real token
     (a free slot) does not move."""
     index, length = meta["index"], attention_mask.shape[1]
     valid = write_chunk(meta["valid"], attention_mask, index)

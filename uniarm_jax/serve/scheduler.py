@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from uniarm_jax.decode.rollout import left_pad
-from uniarm_jax.serve.slots import DecodeSlots, widths
+from uniarm_jax.decode.slots import DecodeSlots, widths
 
 log = logging.getLogger("uniarm.serve")
 

@@ -21,14 +21,12 @@ from uniarm_jax.data.templates import apply_template, check_template
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_framed
 from uniarm_jax.decode import engine
 from uniarm_jax.decode.rollout import conditioned_arms, guide_weights, num_objectives
+from uniarm_jax.decode.slots import BUCKET, DecodeSlots, SlotPlan
 from uniarm_jax.errors import CheckpointError, ConfigError, RequestError
 from uniarm_jax.hf.adapter_files import read_adapter
 from uniarm_jax.model.preferences import check_pref
 from uniarm_jax.serve import requests
 from uniarm_jax.serve.scheduler import Job, Scheduler
-from uniarm_jax.serve.slots import DecodeSlots, SlotPlan
-
-BUCKET = 32  # prompt lengths round up to multiples of this, as offline decoding (one join program each)
 
 
 @dataclasses.dataclass(frozen=True)

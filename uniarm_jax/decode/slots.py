@@ -31,6 +31,8 @@ from uniarm_jax.decode import engine
 from uniarm_jax.decode.sampling import choose_token_rows, combine_logprobs
 from uniarm_jax.model.config import LlamaConfig
 
+BUCKET = 32  # prompt lengths round up to multiples of this, as offline decoding's (one join program each)
+
 
 @dataclasses.dataclass(frozen=True)
 class SlotPlan:

@@ -1,11 +1,12 @@
-"""Finished chunks of a long generation, kept on disk as they finish, so that an interrupted `uniarm
+"""Finished rows of a long generation, kept on disk as they finish, so that an interrupted `uniarm
 evaluate` generates again only what it had not finished (a study's grid runs for hours on a CPU).
 
 The file is JSON lines: first the key (a digest of everything the tokens depend on: the encoded rows,
-the α of each row, the sampling options and the models' identities), then one line per finished chunk
-`{"start", "tokens", "seconds"}`. Chunk `start` samples with `seed + start` (`generate_in_chunks`), so a
-chunk generated in a later process equals the one an uninterrupted run makes. A file with another key
-(the ARM was retrained, the prompts changed) is started afresh; a last line cut by a kill is dropped.
+the α of each row, the sampling options and the models' identities), then one line per finished row
+`{"row", "tokens", "seconds"}`. Row i samples with `seed + i` whatever rows it shares its steps with
+(`generate_continuous`), so a row generated in a later process equals the one an uninterrupted run
+makes. A file with another key (the ARM was retrained, the prompts changed) is started afresh; a last
+line cut by a kill is dropped.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def model_identity(path: str) -> dict:
     return {"path": os.path.abspath(path), "files": files}
 
 
-class ChunkLog:
-    """`done`: start -> (tokens, seconds) of the chunks an earlier run finished under the same key."""
+class RowLog:
+    """`done`: row -> (tokens, seconds) of the rows an earlier run finished under the same key."""
 
     def __init__(self, path: str, key: str):
         self.path, self.done = path, {}
@@ -51,16 +52,16 @@ class ChunkLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:  # the end of the file, or a line a kill cut short
                     break
-                self.done[row["start"]] = (row["tokens"], row["seconds"])
+                self.done[row["row"]] = (row["tokens"], row["seconds"])
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:  # rewritten whole: a cut last line never stays in the middle
             f.write(json.dumps({"key": key}) + "\n")
-            for start, (tokens, seconds) in sorted(self.done.items()):
-                f.write(json.dumps({"start": start, "tokens": tokens, "seconds": seconds}) + "\n")
+            for row, (tokens, seconds) in sorted(self.done.items()):
+                f.write(json.dumps({"row": row, "tokens": tokens, "seconds": seconds}) + "\n")
 
-    def add(self, start: int, tokens: list[list[int]], seconds: float) -> None:
-        self.done[start] = (tokens, seconds)
+    def add(self, row: int, tokens: list[int], seconds: float) -> None:
+        self.done[row] = (tokens, seconds)
         with open(self.path, "a") as f:
-            f.write(json.dumps({"start": start, "tokens": tokens, "seconds": seconds}) + "\n")
+            f.write(json.dumps({"row": row, "tokens": tokens, "seconds": seconds}) + "\n")
             f.flush()
             os.fsync(f.fileno())
