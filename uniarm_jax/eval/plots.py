@@ -8,6 +8,7 @@ plotting works on headless machines and inside tests.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import numpy as np
@@ -94,3 +95,34 @@ def pareto_plots(fronts: dict[str, dict], objectives: list[str], out_dir: str, t
         fig.savefig(path, dpi=DPI)
         paths.append(path)
     return paths
+
+
+def dev_curves(runs: dict[str, tuple[str, list | None]], out_path: str, title: str = "") -> dict[str, np.ndarray]:
+    """Dev implied-reward accuracy against the training step, one curve per run (name -> its
+    `metrics.jsonl` and the objectives it learns, None: all): the mean of those `accuracy/<objective>`
+    entries at each dev evaluation (a GenARM ARM is read on its own objective), so a reader sees where
+    training stopped improving. Returns the plotted `[evaluations, 2]` arrays."""
+    curves = {}
+    for name, (path, objectives) in runs.items():
+        rows = []
+        for line in open(path):
+            row = json.loads(line)
+            accuracies = [v for k, v in row.items() if k.startswith("accuracy/")
+                          and (objectives is None or k.removeprefix("accuracy/") in objectives)]
+            if row.get("split") == "dev" and accuracies:
+                rows.append((row["step"], float(np.mean(accuracies))))
+        if not rows:
+            raise ConfigError(f"{path} holds no dev accuracy; expected the metrics.jsonl of a `uniarm train` run")
+        curves[name] = np.array(sorted(dict(rows).items()), np.float64)  # a resumed run logs a step again
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    ax = fig.add_subplot()
+    for name, xy in curves.items():
+        ax.plot(xy[:, 0], xy[:, 1], "-o", markersize=3, label=name, gid=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("dev implied-reward accuracy (mean over objectives)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path)
+    return curves

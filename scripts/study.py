@@ -1,0 +1,191 @@
+"""The study of docs/results.md, end to end on a CPU, resumable: run it again after an interruption and
+it continues where it stopped (every step is skipped when its output exists, `uniarm train` resumes
+from its last checkpoint and `uniarm evaluate` from its last finished row).
+
+    .venv/bin/python scripts/study.py [STEP ...]      (default: every step, in this order)
+
+Steps:
+  data        the pairs: 4 samples of the base per prompt, scored, split by prompt (data/study/)
+  heal        the weak ARM's base: SmolLM2's first 6 + last 6 layers, distilled on the base's samples
+  k2_same     ARMs on SmolLM2-135M-Instruct for (readability, relevance), with the ablations
+  k2_weak     the same methods' ARMs on the healed 12-layer model (weak-to-strong)
+  k3_weak     k = 3 (readability, relevance, sentiment), weak-to-strong
+  weights     each method's guidance weight, chosen on the dev prompts (never on test)
+  evaluate    every experiment on the 100 test prompts, with intervals and paired differences
+  curves      dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
+
+Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIARM = os.environ.get("UNIARM", os.path.join(ROOT, ".venv", "bin", "uniarm"))
+RUNS = os.path.join(ROOT, "runs", "study")
+RESULTS = os.path.join(ROOT, "docs", "results", "study")
+DATA = os.path.join(ROOT, "data", "study")
+WEIGHTS = (0.5, 1.0, 2.0)  # guidance weights tried on dev
+K2 = ["readability", "relevance"]
+K3 = K2 + ["sentiment"]
+
+# experiment -> (setting, objectives, {method: ARM configs, in α order for GenARM})
+EXPERIMENTS = {
+    "k2_same_size": ("same", K2, {
+        "genarm": ["genarm_readability", "genarm_relevance"], "parm": ["parm"],
+        "uniarm_dim_global": ["uniarm_dim_global"], "uniarm_weighted_vote": ["uniarm_weighted_vote"],
+        "ablation_mlp_conditioning": ["ablation_mlp_conditioning"],
+        "ablation_pblora_uniarm_loss": ["ablation_pblora_uniarm_loss"],
+        "ablation_moslora_parm_loss": ["ablation_moslora_parm_loss"]}),
+    "k2_weak_to_strong": ("weak", K2, {
+        "genarm": ["genarm_readability", "genarm_relevance"], "parm": ["parm"],
+        "uniarm_dim_global": ["uniarm_dim_global"], "uniarm_weighted_vote": ["uniarm_weighted_vote"]}),
+    "k3_weak_to_strong": ("weak", K3, {
+        "genarm": ["genarm_readability", "genarm_relevance", "genarm_sentiment"], "parm": ["parm_k3"],
+        "uniarm_dim_global": ["uniarm_dim_global_k3"], "uniarm_weighted_vote": ["uniarm_weighted_vote_k3"]}),
+}
+COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uniarm_weighted_vote", "parm"],
+           ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"]]
+EVAL = {"template": "chat", "max_new_tokens": 128, "temperature": 0.0, "degeneracy": True, "batch_size": 64}
+GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
+REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
+
+
+def run(*args) -> None:
+    print("+", " ".join(map(str, args)), flush=True)
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
+
+
+def base_dir() -> str:
+    out = subprocess.run([UNIARM, "prepare-smollm2"], check=True, capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def portable(path: str) -> str:
+    """A path as the committed configs write it: under the repository relative, under $HOME with ~."""
+    path = os.path.abspath(path)
+    if path.startswith(ROOT + os.sep):
+        return os.path.relpath(path, ROOT)
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+
+def arm_base(setting: str) -> str:
+    return base_dir() if setting == "same" else os.path.join(RUNS, "weak")
+
+
+def arm_dir(setting: str, config: str) -> str:
+    return os.path.join(RUNS, setting, config)
+
+
+def data() -> None:
+    if not os.path.isfile(os.path.join(DATA, "summary.json")):
+        run(UNIARM, "make-data", "--base", base_dir(), "--out", DATA, "--prompts", os.path.join(DATA, "prompts.jsonl"),
+            "--objectives", "readability,relevance,vader", "--samples", 4, "--degeneracy", "--max-new-tokens", 128,
+            "--splits", "580,40,100", "--batch-size", 64, "--seed", 0)
+
+
+def heal() -> None:
+    raw, healed, run_dir = (os.path.join(RUNS, name) for name in ("weak_truncated", "weak", "heal"))
+    if not os.path.isfile(os.path.join(raw, "config.json")):
+        run(UNIARM, "truncate", "--base", base_dir(), "--first", 6, "--last", 6, "--out", raw)
+    if not os.path.isfile(os.path.join(run_dir, "adapter", "adapter_config.json")):
+        run(UNIARM, "train", "configs/study/heal_weak.yaml", f"model.base={raw}", f"run.out_dir={run_dir}")
+    if not os.path.isfile(os.path.join(healed, "config.json")):
+        run(UNIARM, "export", "--base", raw, "--adapter", os.path.join(run_dir, "adapter"), "--out", healed,
+            "--format", "merged")
+
+
+def train(experiment: str) -> None:
+    setting, _, methods = EXPERIMENTS[experiment]
+    for configs in methods.values():
+        for config in configs:
+            out = arm_dir(setting, config)
+            if not os.path.isfile(os.path.join(out, "adapter", "adapter_config.json")):
+                run(UNIARM, "train", f"configs/study/{config}.yaml", f"model.base={arm_base(setting)}",
+                    f"run.out_dir={out}")
+
+
+def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid_steps: int | None = None) -> str:
+    """An evaluation config (JSON is YAML) for `uniarm evaluate`, written beside its outputs."""
+    setting, objectives, _ = EXPERIMENTS[experiment]
+    config = {"base": portable(base_dir()), "prompts": portable(prompts), "objectives": objectives, **EVAL,
+              "reference": [REFERENCE[o] for o in objectives], "grid_steps": grid_steps or GRID[len(objectives)],
+              "out_dir": portable(out_dir), "title": experiment, "methods": methods,
+              "compare": [c for c in COMPARE if all(n == "base" or n in methods for n in c)]}
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "config.yaml")
+    with open(path, "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+def arms(experiment: str, method: str) -> list[str]:
+    setting, _, methods = EXPERIMENTS[experiment]
+    return [portable(os.path.join(arm_dir(setting, c), "adapter")) for c in methods[method]]
+
+
+def weights(experiment: str) -> dict[str, float]:
+    """Each method's guidance weight: the one of WEIGHTS with the largest hypervolume on the dev
+    prompts (3 preference vectors, 40 prompts), the same rule for every method."""
+    out_dir = os.path.join(RESULTS, experiment, "dev_weights")
+    if not os.path.isfile(os.path.join(out_dir, "results.json")):
+        methods = {f"{m}@{w}": {"arms": arms(experiment, m), "arm_weights": [w] * len(arms(experiment, m))}
+                   for m in EXPERIMENTS[experiment][2] for w in WEIGHTS}
+        run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "dev_prompts.jsonl"), out_dir, methods,
+                                            grid_steps=2), "bootstrap=0")
+    results = json.load(open(os.path.join(out_dir, "results.json")))["methods"]
+    return {m: max(WEIGHTS, key=lambda w: results[f"{m}@{w}"]["hv"]) for m in EXPERIMENTS[experiment][2]}
+
+
+def evaluate(experiment: str) -> None:
+    out_dir = os.path.join(RESULTS, experiment)
+    if os.path.isfile(os.path.join(out_dir, "results.json")):
+        return
+    chosen = weights(experiment)
+    methods = {m: {"arms": arms(experiment, m), "arm_weights": [w] * len(arms(experiment, m))}
+               for m, w in chosen.items()}
+    run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "test_prompts.jsonl"), out_dir, methods))
+
+
+def curves() -> None:
+    """Dev accuracy by step of every trained ARM, one plot per setting and k (docs/results.md)."""
+    from uniarm_jax.eval.plots import dev_curves
+
+    for experiment, (setting, objectives, methods) in EXPERIMENTS.items():
+        runs = {}
+        for method, configs in methods.items():
+            for i, config in enumerate(configs):
+                path = os.path.join(arm_dir(setting, config), "metrics.jsonl")
+                if os.path.isfile(path):
+                    runs[config] = (path, [objectives[i]] if method == "genarm" else None)
+        if runs:
+            dev_curves(runs, os.path.join(RESULTS, experiment, "dev_curves.png"), title=experiment)
+    heal_log = os.path.join(RUNS, "heal", "metrics.jsonl")
+    if os.path.isfile(heal_log):
+        rows = [json.loads(line) for line in open(heal_log)]
+        dev = {r["step"]: r["nats_per_token"] for r in rows if r.get("split") == "dev"}
+        with open(os.path.join(RESULTS, "heal_dev_nats.json"), "w") as f:
+            json.dump(dev, f, indent=1)
+
+
+STEPS = {"data": data, "heal": heal, "k2_same": lambda: train("k2_same_size"),
+         "k2_weak": lambda: train("k2_weak_to_strong"), "k3_weak": lambda: train("k3_weak_to_strong"),
+         "weights": lambda: [weights(e) for e in EXPERIMENTS], "evaluate": lambda: [evaluate(e) for e in EXPERIMENTS],
+         "curves": curves}
+
+
+def main(argv: list[str]) -> None:
+    unknown = [s for s in argv if s not in STEPS]
+    if unknown:
+        sys.exit(f"unknown step {unknown[0]!r}; expected some of {list(STEPS)}")
+    for step in argv or list(STEPS):
+        STEPS[step]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
