@@ -245,7 +245,8 @@ def test_iterator_resumes_exactly(synthetic):
     for _ in range(7):  # 5 batches per epoch: crosses into epoch 2
         next(first)
     state = json.loads(json.dumps(first.state()))
-    assert state == {"epoch": 1, "index": 2, "seed": 3, "shuffle": True, "batch_size": 4, "num_examples": 22}
+    assert state == {"epoch": 1, "index": 2, "seed": 3, "shuffle": True, "batch_size": 4, "num_examples": 22,
+                     "group_by_length": False}
     resumed = PreferenceBatches(pairs, 4, seed=3, bucket=16)
     resumed.restore(state)
     for _ in range(6):
@@ -277,6 +278,44 @@ def test_shuffle_and_splits_follow_the_seed(synthetic):
     assert [len(v) for v in split_data(data, (16, 2, 4)).values()] == [16, 2, 4]
     with pytest.raises(ConfigError, match="ask for 30 examples"):
         split_data(data, (20, 5, 5))
+
+
+def test_length_grouped_batches_hold_pairs_of_like_length_and_resume(synthetic, monkeypatch):
+    """Groups of 2 batches here (GROUP patched from 50): each batch is a run of one group's pairs
+    sorted longest first, every example of the permutation's full batches appears once an epoch, the
+    padding is less than ungrouped, and a resumed iterator continues the same batches."""
+    from uniarm_jax.data import batches as batches_module
+    from uniarm_jax.data.batches import packed_lengths
+
+    monkeypatch.setattr(batches_module, "GROUP", 2)
+    _, pairs = synthetic
+    lengths = packed_lengths(pairs)[:, 0]
+    grouped, plain = (PreferenceBatches(pairs, 4, seed=3, bucket=1, group_by_length=g) for g in (True, False))
+    order, shuffled = grouped.order(0), plain.order(0)
+    assert sorted(order) == list(range(22))
+    for g in range(0, 20, 8):  # groups of 8 pairs of the seeded permutation (the last: 6 pairs)
+        group = shuffled[g:g + 8]
+        ranked = group[np.argsort(-lengths[group], kind="stable")]
+        for b in range(0, len(group) - len(group) % 4, 4):
+            assert any((order[i:i + 4] == ranked[b:b + 4]).all() for i in range(0, 20, 4)), (g, b)
+    assert (order[20:] == shuffled[16:][np.argsort(-lengths[shuffled[16:]], kind="stable")][4:]).all()
+
+    def padding(it):  # padded minus real tokens over one epoch
+        return sum(int((b["segments"] < 0).sum()) for b in [next(it) for _ in range(5)])
+    assert padding(PreferenceBatches(pairs, 4, seed=3, bucket=1, group_by_length=True)) < padding(plain)
+
+    for _ in range(7):
+        next(grouped)
+    state = json.loads(json.dumps(grouped.state()))
+    assert state["group_by_length"] is True
+    resumed = PreferenceBatches(pairs, 4, seed=3, bucket=1, group_by_length=True)
+    resumed.restore(state)
+    for _ in range(4):
+        assert_batches_equal(next(grouped), next(resumed))
+    with pytest.raises(ConfigError, match="group_by_length=True; this iterator has group_by_length=False"):
+        PreferenceBatches(pairs, 4, seed=3, bucket=1).restore(state)
+    del state["group_by_length"]  # a state saved before grouping existed continues an ungrouped run
+    PreferenceBatches(pairs, 4, seed=3, bucket=1).restore(state)
 
 
 def test_process_slices_partition_the_global_batch(synthetic):

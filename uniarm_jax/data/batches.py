@@ -84,6 +84,16 @@ def collate(data: TokenizedPairs, indices, length: int, response_length: int) ->
     return batch
 
 
+GROUP = 50  # batches sorted by length together with `group_by_length` (HF's mega-batches of 50)
+
+
+def _batches_by_length(indices: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """`indices` sorted by `lengths` (longest first, stable) and cut into batches; a last part
+    shorter than a batch stays last (the epoch's remainder, dropped as without grouping)."""
+    ranked = indices[np.argsort(-lengths, kind="stable")]
+    return [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
+
+
 class PreferenceBatches:
     """Endless (or `num_epochs`) iterator over batches of `batch_size` pairs (the GLOBAL batch).
 
@@ -96,7 +106,7 @@ class PreferenceBatches:
 
     def __init__(self, data: TokenizedPairs, batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  bucket: int | None = 64, process_index: int = 0, process_count: int = 1,
-                 num_epochs: int | None = None):
+                 num_epochs: int | None = None, group_by_length: bool = False):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         if process_count < 1 or not 0 <= process_index < process_count:
@@ -110,17 +120,29 @@ class PreferenceBatches:
         if bucket is not None and bucket < 1:
             raise ConfigError(f"bucket={bucket} must be a positive number of tokens (or None)")
         self.data, self.batch_size, self.seed, self.shuffle = data, batch_size, seed, shuffle
-        self.bucket, self.num_epochs = bucket, num_epochs
+        self.bucket, self.num_epochs, self.group_by_length = bucket, num_epochs, group_by_length
         self.process_index, self.process_count = process_index, process_count
         self.steps_per_epoch = len(data) // batch_size
         self._lengths = packed_lengths(data)
         self.epoch, self.index = 0, 0
 
     def order(self, epoch: int) -> np.ndarray:
-        """The example order of `epoch`: the same for every process and every restart."""
+        """The example order of `epoch`: the same for every process and every restart. With
+        `group_by_length` (as HF's length-grouped sampler), each run of `GROUP` batches of the seeded
+        permutation is sorted by packed length and its batches are shuffled again, so a batch holds
+        pairs of like length and is padded to little more than its own rows (a batch padded to its
+        longest pair computed ~2x the real tokens on short answers)."""
         if not self.shuffle:
             return np.arange(len(self.data))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.data))
+        if not self.group_by_length:
+            return order
+        size = GROUP * self.batch_size
+        groups = [order[i:i + size] for i in range(0, len(order), size)]
+        batches = [b for g in groups for b in _batches_by_length(g, self._lengths[g, 0], self.batch_size)]
+        full = [b for b in batches if len(b) == self.batch_size]  # only the last group can leave a part
+        return np.concatenate([full[i] for i in rng.permutation(len(full))] + batches[len(full):])
 
     def global_indices(self, epoch: int, index: int) -> np.ndarray:
         return self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
@@ -143,13 +165,13 @@ class PreferenceBatches:
     def state(self) -> dict:
         """The position of the next batch, as a small JSON-able dict."""
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "shuffle": self.shuffle,
-                "batch_size": self.batch_size, "num_examples": len(self.data)}
+                "batch_size": self.batch_size, "num_examples": len(self.data), "group_by_length": self.group_by_length}
 
     def restore(self, state: dict) -> None:
         """Continues from `state`; refused if it was taken over other data, seed, order or batch size."""
         for key, mine in (("seed", self.seed), ("shuffle", self.shuffle), ("batch_size", self.batch_size),
-                          ("num_examples", len(self.data))):
-            if state.get(key) != mine:
+                          ("num_examples", len(self.data)), ("group_by_length", self.group_by_length)):
+            if state.get(key, False if key == "group_by_length" else None) != mine:  # older states: ungrouped
                 raise ConfigError(f"iterator state has {key}={state.get(key)!r}; this iterator has {key}={mine}, "
                                   "so it would not continue the same batches")
         epoch, index = state.get("epoch"), state.get("index")

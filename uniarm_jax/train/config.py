@@ -41,6 +41,7 @@ class DataSection:
     max_chars: int | None = None
     dev_fraction: float = 0.05
     bucket: int = 64
+    group_by_length: bool = False       # batches of pairs of like length (less padding), HF's group_by_length
     seed: int = 0
 
     def tokenize_config(self) -> TokenizeConfig:

@@ -73,7 +73,7 @@ def prepare_data(config: RunConfig) -> TrainingData:
     tcfg = data.tokenize_config()
     batches = PreferenceBatches(tokenize_pairs(train_data, tokenizer, tcfg), optim.batch_size, seed=data.seed,
                                 bucket=data.bucket, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+                                process_count=jax.process_count(), group_by_length=data.group_by_length)
     micro = optim.batch_size // optim.micro_batches
     dev = tokenize_pairs(dev_data, tokenizer, tcfg)
     if len(dev) < micro:
