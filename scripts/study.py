@@ -5,16 +5,16 @@ from its last checkpoint and `uniarm evaluate` from its last finished row).
     .venv/bin/python scripts/study.py [STEP ...]      (default: every step, in this order)
 
 Steps:
-  data        the pairs: 4 samples of the base per prompt, scored, split by prompt (data/study/)
-  heal        the weak ARM's base: SmolLM2's first 6 + last 6 layers, distilled on the base's samples
-  k2_same     ARMs on SmolLM2-135M-Instruct for (readability, relevance), with the ablations
-  k2_weak     the same methods' ARMs on the healed 12-layer model (weak-to-strong)
-  k3_weak     k = 3 (readability, relevance, sentiment), weak-to-strong
-  weights     each method's guidance weight, chosen on the dev prompts (never on test)
-  evaluate    every experiment on the 100 test prompts, with intervals and paired differences
-  curves      dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
+  data                the pairs: 4 samples of the base per prompt, scored, split by prompt (data/study/)
+  heal                the weak ARM's base: SmolLM2's first 6 + last 6 layers, distilled on the base's samples
+  k2_same_size        ARMs on SmolLM2-135M-Instruct for (readability, relevance), with the ablations
+  k2_weak_to_strong   the same methods' ARMs on the healed 12-layer model guiding SmolLM2
+  k3_weak_to_strong   k = 3 (readability, relevance, sentiment), weak-to-strong
+  curves              dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
 
-Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
+An experiment trains its ARMs (the same budget for every method), chooses each method's guidance
+weight on the dev prompts (never on test), then evaluates on the 100 test prompts with intervals and
+paired differences. Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
 """
 
 from __future__ import annotations
@@ -173,9 +173,12 @@ def curves() -> None:
             json.dump(dev, f, indent=1)
 
 
-STEPS = {"data": data, "heal": heal, "k2_same": lambda: train("k2_same_size"),
-         "k2_weak": lambda: train("k2_weak_to_strong"), "k3_weak": lambda: train("k3_weak_to_strong"),
-         "weights": lambda: [weights(e) for e in EXPERIMENTS], "evaluate": lambda: [evaluate(e) for e in EXPERIMENTS],
+def experiment(name: str) -> None:
+    train(name)
+    evaluate(name)
+
+
+STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for name in EXPERIMENTS},
          "curves": curves}
 
 
