@@ -33,7 +33,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
     from uniarm_jax.eval.evaluate import run_method
     from uniarm_jax.eval.pareto import simplex_grid
     from uniarm_jax.eval.report import BASE, markdown_table, write_report
-    from uniarm_jax.eval.scoring import make_scorers
+    from uniarm_jax.eval.scoring import make_scorers, scorer_specs
     from uniarm_jax.hf.adapter_files import load_adapter, read_adapter
     from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
     from uniarm_jax.hf.smollm2 import prepare_smollm2
@@ -47,7 +47,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
     if not arm.adapter_config.takes_pref or names is None or len(names) != 2:
         raise ConfigError(f"{arm_dir} holds a {arm.adapter_config.kind} adapter with objectives {names}; the demo "
                           "needs a preference-conditioned ARM trained by `uniarm train` on two objectives")
-    scorers = make_scorers([{"kind": "programmatic", "function": n} for n in names])
+    scorers = make_scorers(scorer_specs(names))
     prompts = read_prompts(prompts_file)[:num_prompts]
     log(f"base {path} ({base.num_params} parameters); UniARM {arm_dir} ({arm.adapter_config.kind}, "
         f"objectives {', '.join(names)}); {len(prompts)} prompts")
