@@ -113,6 +113,7 @@ def test_evaluate_end_to_end_matches_a_direct_computation(setup, tmp_path):
     ("methods={base: {arms: [x]}}", "taken by the base model"),
     ("compare=[[uniarm,parm]]", "compare entry ['uniarm', 'parm']; expected two of the methods ['base', 'uniarm'"),
     ("bootstrap=-1", "bootstrap=-1; expected a number of replicates"),
+    ("batch_size=0", "batch_size=0; expected at least 1 row decoded at once"),
     ("degeneracy={max_run: 1}", "degeneracy rule: max_run=1; expected an integer of at least 2"),
     ("objectives=[informativeness,brevity]", "learnt objectives ['brevity', 'informativeness']; in this evaluation "
                                              "it stands for ['informativeness', 'brevity']"),

@@ -18,16 +18,13 @@ from uniarm_jax.decode.slots import BUCKET, DecodeSlots, SlotPlan
 
 
 def generate_in_chunks(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, prefs=None,
-                       chunk_size: int | None = None, seed: int = 0, skip=(), **options):
+                       chunk_size: int | None = None, seed: int = 0, **options):
     """`guided_generate` over many rows, `chunk_size` at a time (default: all in one call), yielding
     `(start, tokens, seconds)` per chunk with the tokens of its real rows. A short last chunk is padded
     with copies of its last row, so every chunk after the first reuses one compiled shape; the chunk at
-    `start` samples with `seed + start`, so it is the same whichever chunks run before it: the chunks
-    whose start is in `skip` (an earlier run has them) are left out. `prefs` is one α per row, or None."""
+    `start` samples with `seed + start`. `prefs` is one α per row, or None."""
     size = chunk_size or len(prompts)
     for start in range(0, len(prompts), size):
-        if start in skip:
-            continue
         end = min(start + size, len(prompts))
         rows = list(range(start, end))
         if start:

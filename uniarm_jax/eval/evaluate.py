@@ -115,6 +115,8 @@ def load_eval_config(path: str | None, overrides=()) -> EvalConfig:
     for pair in config.compare:
         if len(pair) != 2 or any(n not in known for n in pair):
             raise ConfigError(f"compare entry {list(pair)!r}; expected two of the methods {known}")
+    if config.batch_size < 1:
+        raise ConfigError(f"batch_size={config.batch_size}; expected at least 1 row decoded at once")
     if config.bootstrap < 0:
         raise ConfigError(f"bootstrap={config.bootstrap!r}; expected a number of replicates (0: no intervals)")
     return config
