@@ -53,6 +53,7 @@ COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uni
 EVAL = {"template": "chat", "max_new_tokens": 128, "temperature": 0.0, "degeneracy": True, "batch_size": 64}
 GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
 REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
+SCORERS = {"readability": "readability", "relevance": "relevance", "sentiment": {"kind": "vader"}}  # by data name
 
 
 def run(*args) -> None:
@@ -113,7 +114,8 @@ def train(experiment: str) -> None:
 def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid_steps: int | None = None) -> str:
     """An evaluation config (JSON is YAML) for `uniarm evaluate`, written beside its outputs."""
     setting, objectives, _ = EXPERIMENTS[experiment]
-    config = {"base": portable(base_dir()), "prompts": portable(prompts), "objectives": objectives, **EVAL,
+    config = {"base": portable(base_dir()), "prompts": portable(prompts),
+              "objectives": [SCORERS[o] for o in objectives], **EVAL,
               "reference": [REFERENCE[o] for o in objectives], "grid_steps": grid_steps or GRID[len(objectives)],
               "out_dir": portable(out_dir), "title": experiment, "methods": methods,
               "compare": [c for c in COMPARE if all(n == "base" or n in methods for n in c)]}
