@@ -32,3 +32,42 @@ def test_unknown_section_and_bad_override_are_refused():
         load_run_config(None, ["optimizer.learning_rate=1"])
     with pytest.raises(ConfigError, match="is not of the form section.key=value"):
         load_run_config(None, ["learning_rate=1"])
+
+
+STUDY = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "study", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", STUDY, ids=os.path.basename)
+def test_study_config_builds_on_its_data(path):
+    """The study's configs (scripts/study.py) train on the committed data: one β per objective named,
+    every objective in the pairs file (the ablations pair adapters and losses on purpose)."""
+    from uniarm_jax.data.pairs import load_preferences
+
+    config = load_run_config(path)
+    k = len(config.data.objectives)
+    config.adapter_for(k), config.objective_for(k)
+    for part in (config.data.train, config.data.dev):
+        assert list(load_preferences(part, "multi", config.data.objectives).objectives) == list(config.data.objectives)
+
+
+def test_study_evaluation_configs_load_and_name_the_data_objectives(tmp_path, monkeypatch):
+    """What scripts/study.py writes for `uniarm evaluate` is a valid config whose scorers carry the
+    objective names the ARMs learnt from the data (sentiment is VADER's)."""
+    import importlib.util
+
+    from uniarm_jax.eval.evaluate import load_eval_config
+    from uniarm_jax.eval.scoring import make_scorer, scorer_specs
+
+    spec = importlib.util.spec_from_file_location("study", os.path.join(os.path.dirname(__file__), "..", "scripts",
+                                                                         "study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    monkeypatch.setattr(study, "base_dir", lambda: str(tmp_path / "base"))
+    for name, (_, objectives, methods) in study.EXPERIMENTS.items():
+        arms = {m: {"arms": study.arms(name, m)} for m in methods}
+        config = load_eval_config(study.eval_config(name, "data/study/test_prompts.jsonl", str(tmp_path / name), arms))
+        kinds = [s["kind"] for s in scorer_specs(config.objectives)]
+        assert kinds == [{"sentiment": "vader"}.get(o, o) for o in objectives]
+        assert [make_scorer(s).name for s in scorer_specs(config.objectives) if s["kind"] != "relevance"] == \
+            [o for o in objectives if o != "relevance"]  # relevance's model is not loaded here
+        assert all(a in methods or a == "base" for pair in config.compare for a in pair) and config.compare
