@@ -115,3 +115,25 @@ def test_adapter_for_another_base_is_refused(base_dir, tmp_path):
         load_adapter(uniarm_jax.load_pretrained(str(tmp_path / "other")), str(tmp_path / "arm"))
     with pytest.raises(FileNotFoundError, match="has no adapter_config.json"):
         load_adapter(arm, base_dir)
+
+
+def test_a_merged_lora_on_every_projection_is_a_whole_model_directory(tmp_path):
+    """As the study's healed weak base is made: a LoRA on all seven projections merged. The directory
+    carries the base's tokenizer (so `uniarm train` and transformers can use it as a model), and its
+    logits are the adapted model's, in transformers and in this project's loader."""
+    from tests.synthetic import vocabulary
+    from tests.tiny_models import make_tiny_word_llama
+    from uniarm_jax.model.adapters import AdapterConfig
+    from uniarm_jax.model.projections import NAMES
+
+    make_tiny_word_llama(tmp_path / "base", vocabulary())
+    arm = randomise(init_adapter(uniarm_jax.load_pretrained(str(tmp_path / "base")),
+                                 AdapterConfig(kind="lora", rank=4, targets=NAMES)))
+    export_merged(arm, str(tmp_path / "merged"))
+    tokenizer = uniarm_jax.load_tokenizer(str(tmp_path / "merged"))
+    assert tokenizer.get_vocab() == uniarm_jax.load_tokenizer(str(tmp_path / "base")).get_vocab()
+    ids = np.random.RandomState(2).randint(0, len(tokenizer), (2, 10))
+    expected = uniarm_jax.logits(arm, ids)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    assert np.abs(expected - torch_logits(model, ids)).max() <= 1e-4
+    assert np.abs(expected - uniarm_jax.logits(uniarm_jax.load_pretrained(str(tmp_path / "merged")), ids)).max() <= 1e-4

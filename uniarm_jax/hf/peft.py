@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from uniarm_jax.errors import CheckpointError, ConfigError, MissingFileError
-from uniarm_jax.hf.checkpoints import export_hf, flatten, unflatten
+from uniarm_jax.hf.checkpoints import flatten, unflatten
+from uniarm_jax.hf.pretrained import save_pretrained
 from uniarm_jax.hf.safetensors import SafetensorsFile, save_safetensors
 from uniarm_jax.model import adapters
 from uniarm_jax.model.adapters import AdapterConfig
@@ -197,8 +198,8 @@ def export_peft(handle, out_dir: str, pref=None) -> None:
 
 
 def export_merged(handle, out_dir: str, pref=None, dtype: str | None = None) -> None:
-    """A Hugging Face directory with the adapter merged at α. A MoSLoRA shift becomes a bias, declared
+    """A Hugging Face directory with the adapter merged at α, with the base's tokenizer files (a
+    usable model directory: a healed weak ARM's base is one). A MoSLoRA shift becomes a bias, declared
     by the family's flag (a Llama's `attention_bias` / `mlp_bias`, zeros where nothing was adapted),
     which transformers and this project's loader both load."""
-    merged = merge_adapter(handle, pref)
-    export_hf(merged.params, merged.config, out_dir, dtype=dtype)
+    save_pretrained(merge_adapter(handle, pref), out_dir, dtype=dtype)
