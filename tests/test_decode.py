@@ -148,22 +148,30 @@ def test_continuous_rows_equal_each_row_generated_alone(models, guides, sampler)
     `guided_generate` alone with seed + its index, whatever rows shared its steps; `skip`ped rows are
     not generated."""
     arms = {"uniarm": [models["uniarm"]], "genarm": [models["lora0"], models["lora1"]]}[guides]
-    free, _ = guided_generate(models["base"], arms, PROMPTS, 8, pref=[0.5, 0.5])
-    eos = free[0][3]  # a token the base writes: rows that write it end early and free their slot
-    base = models["base"].__class__(models["base"].config.replace(eos_token_id=int(eos)), models["base"].params)
     rows = (PROMPTS + [[9, 9, 9, 9, 9], [1], [33] * 40]) * 2 + [[7, 7]]  # [33] * 40: a second prompt bucket
     prefs = [[w, 1 - w] for w in np.linspace(0, 1, len(rows))]
-    out = list(generate_continuous(base, arms, rows, 8, prefs=prefs, sampler=sampler, seed=4, slots=3,
-                                   arm_weights=[0.8] * len(arms), skip={2, 5}))
+
+    def run(base):
+        return list(generate_continuous(base, arms, rows, 8, prefs=prefs, sampler=sampler, seed=4, slots=3,
+                                        arm_weights=[0.8] * len(arms), skip={2, 5}))
+
+    # The base has no EOS: every row runs to 8 tokens. An EOS only stops a row (its tokens up to there
+    # are the same), so taking row 0's third token as EOS ends row 0 early, and a row that never wrote
+    # that token still runs to the limit: both kinds of rows share the slots.
+    unstopped = {i: tokens for i, tokens, _ in run(models["base"])}
+    eos = unstopped[0][2]
+    assert any(eos not in tokens for tokens in unstopped.values())
+    base = models["base"].__class__(models["base"].config.replace(eos_token_id=int(eos)), models["base"].params)
+    out = run(base)
     assert sorted(i for i, _, _ in out) == [i for i in range(len(rows)) if i not in (2, 5)]
-    lengths = []
+    lengths = {}
     for i, tokens, seconds in out:
         alone, _ = guided_generate(base, arms, [rows[i]], 8, pref=[prefs[i]], sampler=sampler, seed=4 + i,
                                    arm_weights=[0.8] * len(arms))
         assert tokens == alone[0], i
-        lengths.append(len(tokens))
+        lengths[i] = len(tokens)
         assert seconds >= 0
-    assert min(lengths) < 8 == max(lengths)  # some rows ended early, some ran to the limit
+    assert lengths[0] <= 3 and max(lengths.values()) == 8  # some rows ended early, some ran to the limit
 
 
 def test_no_recompilation_across_preferences_and_prompts_in_a_bucket(models):
