@@ -131,13 +131,18 @@ def arms(experiment: str, method: str) -> list[str]:
     return [portable(os.path.join(arm_dir(setting, c), "adapter")) for c in methods[method]]
 
 
+def method(experiment: str, name: str, weight: float) -> dict:
+    """A method of an evaluation config: its ARMs, each at the guidance weight `weight`."""
+    paths = arms(experiment, name)
+    return {"arms": paths, "arm_weights": [weight] * len(paths)}
+
+
 def weights(experiment: str) -> dict[str, float]:
     """Each method's guidance weight: the one of WEIGHTS with the largest hypervolume on the dev
     prompts (3 preference vectors, 40 prompts), the same rule for every method."""
     out_dir = os.path.join(RESULTS, experiment, "dev_weights")
     if not os.path.isfile(os.path.join(out_dir, "results.json")):
-        methods = {f"{m}@{w}": {"arms": arms(experiment, m), "arm_weights": [w] * len(arms(experiment, m))}
-                   for m in EXPERIMENTS[experiment][2] for w in WEIGHTS}
+        methods = {f"{m}@{w}": method(experiment, m, w) for m in EXPERIMENTS[experiment][2] for w in WEIGHTS}
         run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "dev_prompts.jsonl"), out_dir, methods,
                                             grid_steps=2), "bootstrap=0")
     results = json.load(open(os.path.join(out_dir, "results.json")))["methods"]
@@ -149,8 +154,7 @@ def evaluate(experiment: str) -> None:
     if os.path.isfile(os.path.join(out_dir, "results.json")):
         return
     chosen = weights(experiment)
-    methods = {m: {"arms": arms(experiment, m), "arm_weights": [w] * len(arms(experiment, m))}
-               for m, w in chosen.items()}
+    methods = {m: method(experiment, m, w) for m, w in chosen.items()}
     run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "test_prompts.jsonl"), out_dir, methods))
 
 

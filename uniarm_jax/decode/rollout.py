@@ -29,6 +29,7 @@ import numpy as np
 from uniarm_jax.data.batches import bucket_length
 from uniarm_jax.decode import engine
 from uniarm_jax.decode.sampling import Sampler, choose_token, combine_logprobs
+from uniarm_jax.decode.slots import BUCKET
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.adapters import checked_pref
 from uniarm_jax.model.config import LlamaConfig
@@ -150,7 +151,7 @@ def checked_rows(base, guides: list, prompts: list[list[int]], max_new_tokens: i
 
 def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
                     arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
-                    pad_id: int | None = None, bucket: int = 32) -> tuple[list[list[int]], int]:
+                    pad_id: int | None = None, bucket: int = BUCKET) -> tuple[list[list[int]], int]:
     """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
     run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
     prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from uniarm_jax.eval.bootstrap import bootstrap_metric, front_metric, paired_difference
-from uniarm_jax.eval.pareto import hypervolume, mean_inner_product, non_dominated
+from uniarm_jax.eval.pareto import non_dominated
 
 BASE = "base"  # the base model alone: always evaluated, the reference of every table and plot
 
@@ -19,8 +19,8 @@ BASE = "base"  # the base model alone: always evaluated, the reference of every 
 def front_metrics(prefs: np.ndarray, means: np.ndarray, reference) -> dict:
     """HV, MIP and the non-dominated mask of one method's r̄(α) points (a single base point stands for
     every α in MIP)."""
-    return {"hv": hypervolume(means, reference), "mip": mean_inner_product(prefs, np.broadcast_to(means, prefs.shape)),
-            "non_dominated": non_dominated(means).tolist()}
+    return {name: front_metric(name, prefs, reference)(means) for name in ("hv", "mip")} | {
+        "non_dominated": non_dominated(means).tolist()}
 
 
 def format_point(values) -> str:
