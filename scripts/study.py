@@ -11,6 +11,15 @@ Steps:
   k2_weak_to_strong   the same methods' ARMs on the healed 12-layer model guiding SmolLM2
   k3_weak_to_strong   k = 3 (readability, relevance, sentiment), weak-to-strong
   curves              dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
+  status              what is done: each ARM trained, training (its last checkpoint) or not started, and
+                      each evaluation's finished rows per method
+
+What a later session needs is committed as it is made (a session starts from a fresh clone): each ARM's
+adapter and metrics.jsonl under runs/study/ (its checkpoints, and the full-size truncated and merged
+weak models, are not: `heal` rebuilds the merged model from the committed healing adapter in a minute),
+and each evaluation's finished rows (generations/) and reports under docs/results/study/. A training
+cut by the end of a session resumes from its last checkpoint only if that checkpoint was committed
+(`git add -f runs/study/<setting>/<config>/checkpoints/<step>`).
 
 An experiment trains its ARMs (the same budget for every method), chooses each method's guidance
 weight on the dev prompts (never on test), then evaluates on the 100 test prompts with intervals and
@@ -179,13 +188,32 @@ def curves() -> None:
             json.dump(dev, f, indent=1)
 
 
+def status() -> None:
+    for name, (setting, _, methods) in EXPERIMENTS.items():
+        print(f"{name}:")
+        for config in dict.fromkeys(c for configs in methods.values() for c in configs):
+            out = arm_dir(setting, config)
+            checkpoints = os.path.join(out, "checkpoints")
+            steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit()) if os.path.isdir(checkpoints) else []
+            state = ("trained" if os.path.isfile(os.path.join(out, "adapter", "adapter_config.json"))
+                     else f"training, checkpoint at step {steps[-1]}" if steps else "not started")
+            print(f"  ARM {config}: {state}")
+        for stage in ("dev_weights", ""):
+            out_dir = os.path.join(RESULTS, name, stage)
+            done = "done" if os.path.isfile(os.path.join(out_dir, "results.json")) else "not done"
+            logs = os.path.join(out_dir, "generations")
+            rows = {f[:-len(".jsonl")]: sum(1 for _ in open(os.path.join(logs, f))) - 1
+                    for f in sorted(os.listdir(logs))} if os.path.isdir(logs) else {}
+            print(f"  evaluation {stage or 'test'}: {done}" + (f"; finished rows {rows}" if rows else ""))
+
+
 def experiment(name: str) -> None:
     train(name)
     evaluate(name)
 
 
 STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for name in EXPERIMENTS},
-         "curves": curves}
+         "curves": curves, "status": status}
 
 
 def main(argv: list[str]) -> None:

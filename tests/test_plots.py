@@ -112,3 +112,20 @@ def test_dev_curves_are_the_mean_dev_accuracy_by_step(tmp_path):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"step": 1, "split": "train", "loss": 1.0}) + "\n")
     with pytest.raises(ConfigError, match="holds no dev accuracy"):
         dev_curves({"x": (str(tmp_path / "empty.jsonl"), None)}, str(tmp_path / "x.png"))
+
+
+def test_interval_plot_draws_each_value_with_its_interval(tmp_path):
+    from uniarm_jax.eval.plots import interval_plot
+
+    ci = lambda v: {"value": v, "low": v - 0.1, "high": v + 0.2}  # noqa: E731
+    methods = {"base": {"hv": 0.3, "hv_ci": ci(0.3), "mip": 0.4, "mip_ci": ci(0.4)},
+               "uniarm": {"hv": 0.5, "hv_ci": ci(0.5), "mip": 0.6, "mip_ci": ci(0.6)}}
+    differences = [{"a": "uniarm", "b": "base", "hv": ci(0.2), "mip": ci(0.2)}]
+    panels = interval_plot(methods, differences, str(tmp_path / "intervals.png"))
+    assert panels["HV"] == [("base", 0.3, 0.3 - 0.1, 0.3 + 0.2), ("uniarm", 0.5, 0.5 - 0.1, 0.5 + 0.2)]
+    assert panels["ΔMIP"] == [("uniarm − base", 0.2, 0.2 - 0.1, 0.2 + 0.2)]
+    assert list(panels) == ["HV", "MIP", "ΔHV", "ΔMIP"]
+    assert (tmp_path / "intervals.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert set(interval_plot(methods, [], str(tmp_path / "two.png"))) == {"HV", "MIP"}
+    with pytest.raises(ConfigError, match="no intervals to plot"):
+        interval_plot({"base": {"hv": 0.3, "mip": 0.4}}, [], str(tmp_path / "none.png"))

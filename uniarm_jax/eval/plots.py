@@ -126,3 +126,33 @@ def dev_curves(runs: dict[str, tuple[str, list | None]], out_path: str, title: s
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path)
     return curves
+
+
+def interval_plot(methods: dict[str, dict], differences: list[dict], out_path: str, title: str = "") -> dict:
+    """HV and MIP of every method with their 95% bootstrap intervals (results.json's `hv_ci`/`mip_ci`),
+    and beside them the paired differences a − b with theirs (a zero line: an interval that crosses it
+    does not separate the two methods), so a reader sees which gaps the prompts support. Returns the
+    drawn panels: name -> [(label, value, low, high), ...]."""
+    panels = {metric.upper(): [(name, m[metric], m[f"{metric}_ci"]["low"], m[f"{metric}_ci"]["high"])
+                               for name, m in methods.items() if f"{metric}_ci" in m] for metric in ("hv", "mip")}
+    for metric in ("hv", "mip"):
+        if differences:
+            panels[f"Δ{metric.upper()}"] = [(f"{d['a']} − {d['b']}", d[metric]["value"], d[metric]["low"],
+                                             d[metric]["high"]) for d in differences]
+    if not any(panels.values()):
+        raise ConfigError("no intervals to plot: expected methods with 'hv_ci' and 'mip_ci' (bootstrap > 0)")
+    fig = Figure(figsize=(6 * len(panels) // 2, 2 + 0.35 * max(map(len, panels.values())) * 2), dpi=DPI)
+    for i, (name, rows) in enumerate(panels.items()):
+        ax = fig.add_subplot(2, len(panels) // 2, i + 1)
+        y = np.arange(len(rows))[::-1]
+        value, low, high = (np.array([r[j] for r in rows], np.float64) for j in (1, 2, 3))
+        ax.errorbar(value, y, xerr=[value - low, high - value], fmt="o", capsize=3, gid=name)
+        if name.startswith("Δ"):
+            ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [r[0] for r in rows], fontsize="small")
+        ax.set_title(f"{title}: {name}" if title else name, fontsize="small")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path)
+    return panels

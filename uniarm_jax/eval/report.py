@@ -54,7 +54,7 @@ def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results
     (method -> run_method's output, with `base` among them); intervals from `resamples` bootstrap
     replicates (0: none), paired differences for each `(a, b)` in `compare`. Returns what went into
     results.json."""
-    from uniarm_jax.eval.plots import pareto_plots
+    from uniarm_jax.eval.plots import interval_plot, pareto_plots
 
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     for name, res in results.items():  # first, so that a refused reference point loses no generation
@@ -78,6 +78,9 @@ def write_report(out_dir: str, objectives: list[str], prefs: np.ndarray, results
     base_point = results[BASE]["means"][0] if BASE in results else None
     fronts = {n: {"prefs": prefs, "scores": r["means"]} for n, r in results.items() if n != BASE}
     plots = pareto_plots(fronts, objectives, out_dir, title=title, base=base_point) if fronts else []
+    if resamples:
+        plots.append(os.path.join(out_dir, "intervals.png"))
+        interval_plot(table, differences, plots[-1], title)
     summary = {"objectives": objectives, "reference": [float(v) for v in reference], "prefs": prefs.tolist(),
                "methods": table, "differences": differences, "plots": [os.path.basename(p) for p in plots],
                "config": config}
