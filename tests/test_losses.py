@@ -13,7 +13,14 @@ from tests.tiny_models import make_tiny_llama
 from uniarm_jax.errors import ConfigError
 from uniarm_jax.model.llama import Llama
 from uniarm_jax.train import losses
-from uniarm_jax.train.losses import ObjectiveConfig, model_logprob_fn, objective_loss, sample_dirichlet, weighted_winner
+from uniarm_jax.train.losses import (
+    ObjectiveConfig,
+    model_distil_fn,
+    model_logprob_fn,
+    objective_loss,
+    sample_dirichlet,
+    weighted_winner,
+)
 
 B, K = 4, 2
 
@@ -182,3 +189,44 @@ def test_bad_objective_config_is_refused():
         ObjectiveConfig(betas=(0.5, 0.0))
     with pytest.raises(ConfigError, match="UniARM loss reading 'vote' is not one of"):
         ObjectiveConfig(reading="vote")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_distillation_from_a_teacher_matches_transformers(tmp_path, monkeypatch, chunked):
+    """Token-level distillation: each response's log-prob and summed KL(teacher ‖ student) over its
+    tokens equal transformers' for the two models on each sequence alone (float64 oracle; |diff| ≤ 1e-4
+    on sums of ~10 terms in float32), also chunk by chunk; the loss is the KL per response token and
+    `nats_per_token` the student's negative log-prob per token."""
+    if chunked:
+        monkeypatch.setattr(losses, "SCORE_CHUNK_ELEMENTS", 1)
+    student_oracle = make_tiny_llama(tmp_path / "student", seed=0)
+    teacher_oracle = make_tiny_llama(tmp_path / "teacher", seed=1, num_hidden_layers=3)
+    student = uniarm_jax.load_pretrained(str(tmp_path / "student"))
+    teacher = uniarm_jax.load_pretrained(str(tmp_path / "teacher"))
+    batch, pairs = random_pairs(B, K, seed=9, response_len=(1, 12), length=40, response_length=12)
+    fn = model_distil_fn(Llama(student.config), {"params": student.params}, Llama(teacher.config), teacher.params)
+    rows = {k: jnp.asarray(batch[k]) for k in losses.ROW_KEYS}
+    lp, kl = map(np.asarray, jax.jit(fn)(rows, None))
+    ref_lp, ref_kl = np.zeros((B, 2)), np.zeros((B, 2))
+    for b, (seqs, p) in enumerate(zip(pairs["sequences"], pairs["prompt_lens"])):
+        for j, seq in enumerate(seqs):
+            ids = torch.tensor(seq[None], dtype=torch.long)
+            with torch.no_grad():
+                s_logp = torch.log_softmax(student_oracle(ids).logits.double(), -1)[0, p - 1:-1]
+                t_logp = torch.log_softmax(teacher_oracle(ids).logits.double(), -1)[0, p - 1:-1]
+            ref_lp[b, j] = s_logp.gather(-1, ids[0, p:, None]).sum().item()
+            ref_kl[b, j] = (t_logp.exp() * (t_logp - s_logp)).sum().item()
+    np.testing.assert_allclose(lp, ref_lp, atol=1e-4)
+    np.testing.assert_allclose(kl, ref_kl, atol=1e-4)
+    assert (ref_kl > 0.1).all()  # two different models: every response's KL is far from zero
+    tokens = batch["target_mask"].sum()
+    loss, metrics = objective_loss(fn, {k: jnp.asarray(v) for k, v in batch.items()}, jax.random.key(0),
+                                   ObjectiveConfig(method="distil", teacher=str(tmp_path / "teacher")))
+    assert float(loss) == pytest.approx(ref_kl.sum() / tokens, rel=1e-5)
+    assert float(metrics["kl_per_token"]) == float(loss)
+    assert float(metrics["nats_per_token"]) == pytest.approx(-ref_lp.sum() / tokens, rel=1e-5)
+
+
+def test_a_teacher_is_read_by_distil_only():
+    with pytest.raises(ConfigError, match="objective.teacher is read by method 'distil' only; method is 'genarm'"):
+        ObjectiveConfig(method="genarm", teacher="/some/model")

@@ -134,9 +134,12 @@ def train(config: RunConfig, log=print) -> dict:
     model = config.model
     base = load_pretrained(model.base, dtype=model.dtype, mesh=mesh, compute_dtype=model.compute_dtype,
                            remat=model.remat, quantize=model.quantize)
+    teacher = load_teacher(ocfg.teacher, base, model, mesh)
+    params = base.params if teacher is None else (base.params, teacher.params)
     optimizer, schedule = make_optimizer(optim.learning_rate, optim.warmup_steps, data.total_steps,
                                          optim.weight_decay, optim.grad_clip)
-    steps = ArmSteps(base.config, acfg, ocfg, optimizer, mesh, optim.micro_batches)
+    steps = ArmSteps(base.config, acfg, ocfg, optimizer, mesh, optim.micro_batches,
+                     teacher=None if teacher is None else teacher.config)
     state = jax.device_put(init_state(init_adapter(base, acfg, seed=run.seed).adapter, optimizer), steps.replicated)
 
     out_dir = os.path.abspath(run.out_dir)
@@ -153,7 +156,7 @@ def train(config: RunConfig, log=print) -> dict:
         progress = tqdm(total=data.total_steps, initial=int(state["step"]), desc="train", dynamic_ncols=True)
 
     def dev_metrics(state):
-        return evaluate(steps, state, base.params, data.dev, data.micro_batch, data.objectives, config.data.bucket)
+        return evaluate(steps, state, params, data.dev, data.micro_batch, data.objectives, config.data.bucket)
 
     rng = jax.random.key(run.seed)
     step, last_dev = int(state["step"]), {}
@@ -164,7 +167,7 @@ def train(config: RunConfig, log=print) -> dict:
             start = time.perf_counter()
             batch = next(data.batches)
             tokens = int((batch["segments"] >= 0).sum()) * jax.process_count()
-            state, metrics = steps.train_step(state, base.params, _global_batch(batch, steps.batch_sharding), rng)
+            state, metrics = steps.train_step(state, params, _global_batch(batch, steps.batch_sharding), rng)
             metrics = named_metrics(metrics, data.objectives)
             step += 1
             checkpoints.stop_on_bad_loss(metrics["loss"], step)
@@ -191,6 +194,23 @@ def train(config: RunConfig, log=print) -> dict:
         learnt = [data.objectives[ocfg.objective]] if ocfg.method == "genarm" else data.objectives
         save_adapter(dataclasses.replace(base, adapter_config=acfg, adapter=state["adapter"]), adapter_dir, learnt)
     return {"step": step, "dev": last_dev, "adapter": adapter_dir, "out_dir": out_dir}
+
+
+def load_teacher(path: str | None, base, model, mesh):
+    """The frozen teacher of token-level distillation (None without one), loaded as the base is; its
+    next-token distributions must be over the base's tokens (the same tokenizer)."""
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    if load_tokenizer(path).get_vocab() != load_tokenizer(base.path).get_vocab():
+        raise ConfigError(f"objective.teacher {path} has another tokenizer than the base {base.path}; token-level "
+                          "distillation compares next-token distributions over the same tokens")
+    teacher = load_pretrained(path, dtype=model.dtype, mesh=mesh, compute_dtype=model.compute_dtype,
+                              quantize=model.quantize)
+    if teacher.config.vocab_size != base.config.vocab_size:
+        raise ConfigError(f"objective.teacher {path} has {teacher.config.vocab_size} logits per token; the base "
+                          f"{base.path} has {base.config.vocab_size}")
+    return teacher
 
 
 def evaluate(steps, state, params, dev_tokens, batch_size, objectives, bucket) -> dict:

@@ -40,6 +40,7 @@ class ObjectiveConfig:
     lambda_dim: float = 1.0         # UniARM weights of the per-dimension and global terms
     lambda_glob: float = 1.0
     reading: str = "dim_global"     # UniARM: "dim_global" (default, docs/results.md) or "weighted_vote"
+    teacher: str | None = None      # distil: a Hugging Face model directory to match token by token (KL)
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -51,6 +52,8 @@ class ObjectiveConfig:
             raise ConfigError(f"betas {list(self.betas)} must be positive, one per objective")
         if not 0 <= self.objective < len(self.betas):
             raise ConfigError(f"objective index {self.objective} is outside the {len(self.betas)} objectives")
+        if self.teacher is not None and self.method != "distil":
+            raise ConfigError(f"objective.teacher is read by method 'distil' only; method is {self.method!r}")
         if self.concentration <= 0:
             raise ConfigError(f"Dirichlet concentration must be positive; got {self.concentration}")
 
@@ -66,26 +69,68 @@ ROW_KEYS = ("input_ids", "segments", "target_ids", "target_from", "target_mask")
 SCORE_CHUNK_ELEMENTS = 2**23
 
 
+def _over_scored(fn, vocab_size: int, *xs):
+    """`fn(*xs)` on arrays `[N, S, ...]` of scored positions, a chunk of positions at a time under
+    `jax.checkpoint` when there are many, so the `[.., vocabulary]` logits `fn` makes are held for one
+    chunk only: memory grows with the tokens scored, never with tokens × vocabulary. `fn` returns
+    `[N, chunk]` arrays (or a tuple of them)."""
+    n, s = xs[0].shape[:2]
+    chunk = max(16, 2 ** int(math.log2(max(1, SCORE_CHUNK_ELEMENTS // vocab_size))))
+    if s <= chunk:
+        return fn(*xs)
+    pad = -s % chunk
+
+    def chunks(x):  # [N, S, ...] -> [S / chunk, N, chunk, ...]
+        x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
+        return jnp.swapaxes(x.reshape(n, -1, chunk, *x.shape[2:]), 0, 1)
+
+    out = jax.lax.map(jax.checkpoint(lambda c: fn(*c)), tuple(chunks(x) for x in xs))
+    return jax.tree.map(lambda o: jnp.swapaxes(o, 0, 1).reshape(n, -1)[:, :s], out)
+
+
 def scored_logprobs(cfg, params: dict, hidden: jax.Array, target_from: jax.Array, target_ids: jax.Array):
     """`[N, S]` float32: log p(target_ids[n, s]) under the logits of the hidden state at
-    `target_from[n, s]`. The head runs only on the scored positions, a chunk of them at a time under
-    `jax.checkpoint` when there are many, so memory grows with the tokens scored, never with
-    tokens × vocabulary."""
-    n, s = target_ids.shape
-    chunk = max(16, 2 ** int(math.log2(max(1, SCORE_CHUNK_ELEMENTS // cfg.vocab_size))))
-
+    `target_from[n, s]`. The head runs only on the scored positions (`_over_scored`)."""
     def logprobs(h, ids):
         logits = head_logits(cfg, params, h)
         return jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
 
     h = jnp.take_along_axis(hidden, target_from[..., None], axis=1)  # [N, S, D]
-    if s <= chunk:
-        return logprobs(h, target_ids)
-    pad = -s % chunk
-    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(n, -1, chunk, h.shape[-1])
-    ids = jnp.pad(target_ids, ((0, 0), (0, pad))).reshape(n, -1, chunk)
-    out = jax.lax.map(jax.checkpoint(lambda xs: logprobs(*xs)), (jnp.swapaxes(h, 0, 1), jnp.swapaxes(ids, 0, 1)))
-    return jnp.swapaxes(out, 0, 1).reshape(n, -1)[:, :s]
+    return _over_scored(logprobs, cfg.vocab_size, h, target_ids)
+
+
+def scored_distillation(cfg, params: dict, hidden, teacher_cfg, teacher_params: dict, teacher_hidden,
+                        target_from, target_ids):
+    """`([N, S], [N, S])` float32: the student's log p(target_ids[n, s]) as `scored_logprobs`, and
+    KL(teacher ‖ student) of the two next-token distributions at each scored position (the teacher is
+    not differentiated)."""
+    def distil(h, th, ids):
+        student = jax.nn.log_softmax(head_logits(cfg, params, h), axis=-1)
+        teacher = jax.lax.stop_gradient(jax.nn.log_softmax(head_logits(teacher_cfg, teacher_params, th), axis=-1))
+        kl = jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1)
+        return jnp.take_along_axis(student, ids[..., None], axis=-1)[..., 0], kl
+
+    def gather(x):
+        return jnp.take_along_axis(x, target_from[..., None], axis=1)
+
+    return _over_scored(distil, cfg.vocab_size, gather(hidden), gather(teacher_hidden), target_ids)
+
+
+def _hidden(model, variables: dict, rows: dict, pref, deterministic: bool, rngs):
+    segments = rows["segments"]
+    return model.apply(variables, rows["input_ids"], segments >= 0, pref, deterministic, segments=segments,
+                       hidden_only=True, rngs=rngs)
+
+
+def _per_response(values: jax.Array, rows: dict) -> jax.Array:
+    """`[N, 2 R]` values of the scored positions -> `[N, 2]` sums over each response's tokens."""
+    n, two, r = rows["target_ids"].shape
+    return jnp.sum(values.reshape(n, two, r) * rows["target_mask"].astype(jnp.float32), axis=-1)
+
+
+def _targets(rows: dict):
+    n, two, r = rows["target_ids"].shape
+    return rows["target_from"].reshape(n, two * r), rows["target_ids"].reshape(n, two * r)
 
 
 def model_logprob_fn(model, variables: dict, deterministic: bool = True, dropout_rng=None):
@@ -93,14 +138,25 @@ def model_logprob_fn(model, variables: dict, deterministic: bool = True, dropout
     rngs = None if deterministic else {"dropout": dropout_rng}
 
     def logprob_fn(rows, pref):
-        segments = rows["segments"]
-        hidden = model.apply(variables, rows["input_ids"], segments >= 0, pref, deterministic, segments=segments,
-                             hidden_only=True, rngs=rngs)
-        n, two, r = rows["target_ids"].shape
-        lp = scored_logprobs(model.cfg, variables["params"], hidden, rows["target_from"].reshape(n, two * r),
-                             rows["target_ids"].reshape(n, two * r)).reshape(n, two, r)
-        return jnp.sum(lp * rows["target_mask"].astype(jnp.float32), axis=-1)
+        hidden = _hidden(model, variables, rows, pref, deterministic, rngs)
+        return _per_response(scored_logprobs(model.cfg, variables["params"], hidden, *_targets(rows)), rows)
     return logprob_fn
+
+
+def model_distil_fn(model, variables: dict, teacher, teacher_params: dict, deterministic: bool = True,
+                    dropout_rng=None):
+    """For `distil` with a teacher: `fn(rows, None) -> (log-probs [N, 2], KL sums [N, 2])` of both
+    responses of each packed row, the student `model` (with its adapter) against the frozen `teacher`
+    model (the same vocabulary) on the same rows."""
+    rngs = None if deterministic else {"dropout": dropout_rng}
+
+    def distil_fn(rows, pref):
+        hidden = _hidden(model, variables, rows, pref, deterministic, rngs)
+        teacher_hidden = jax.lax.stop_gradient(_hidden(teacher, {"params": teacher_params}, rows, None, True, None))
+        lp, kl = scored_distillation(model.cfg, variables["params"], hidden, teacher.cfg, teacher_params,
+                                     teacher_hidden, *_targets(rows))
+        return _per_response(lp, rows), _per_response(kl, rows)
+    return distil_fn
 
 
 def pair_logprobs(logprob_fn, batch: dict, prefs: jax.Array | None) -> jax.Array:
@@ -210,14 +266,21 @@ def weighted_winner(labels: jax.Array, scores: jax.Array, alpha: jax.Array):
 
 
 def distil_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
-    """Distillation: the mean negative log-prob per response token of both responses of every pair,
-    which are the full model's own samples (make-data's pairs), so a truncated weak ARM base learns to
-    write what the full model writes (sequence-level distillation, docs/methods.md §6). Labels are not
-    read; the loss is the dev set's nats per token of held-out base text."""
-    del rng, cfg
-    lp = pair_logprobs(logprob_fn, batch, None)[0]
-    nats = -jnp.sum(lp) / jnp.maximum(jnp.sum(batch["target_mask"].astype(jnp.float32)), 1.0)
-    return nats, {"nats_per_token": nats}
+    """Distillation on both responses of every pair, which are the full model's own samples
+    (make-data's pairs), so that a truncated weak ARM base learns to write what the full model writes
+    (docs/methods.md §6). Without a teacher (sequence-level): the mean negative log-prob per response
+    token. With `cfg.teacher` (token-level; `logprob_fn` is then `model_distil_fn`'s): the mean KL from
+    the teacher's next-token distribution per response token. Labels are not read. `nats_per_token`
+    is the held-out base text's negative log-prob per token either way (the dev set's)."""
+    del rng
+    rows = {k: batch[k] for k in ROW_KEYS}
+    tokens = jnp.maximum(jnp.sum(batch["target_mask"].astype(jnp.float32)), 1.0)
+    if cfg.teacher is None:
+        nats = -jnp.sum(logprob_fn(rows, None)) / tokens
+        return nats, {"nats_per_token": nats}
+    lp, kl = logprob_fn(rows, None)
+    loss = jnp.sum(kl) / tokens
+    return loss, {"nats_per_token": -jnp.sum(lp) / tokens, "kl_per_token": loss}
 
 
 OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss, "distil": distil_loss}

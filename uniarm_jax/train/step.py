@@ -1,7 +1,8 @@
 """The sharded ARM train and eval steps: AdamW on the adapter only, gradient accumulation in the step.
 
 Train state = `{"step", "adapter", "opt"}`; the frozen base weights are an argument, never part of the
-state, so the optimizer holds nothing for them and checkpoints stay adapter-sized. The step is one
+state, so the optimizer holds nothing for them and checkpoints stay adapter-sized. Distillation from a
+teacher (`objective.teacher`) takes the pair `(base weights, teacher weights)` as that argument. The step is one
 `jax.jit` with explicit in/out shardings on the `data x fsdp x tensor` mesh: base weights as their
 logical axes say, the batch over data (and fsdp), the small adapter state replicated.
 """
@@ -21,7 +22,7 @@ from uniarm_jax.model.adapters import AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.llama import Llama
 from uniarm_jax.model.sharding import param_shardings
-from uniarm_jax.train.losses import ObjectiveConfig, model_logprob_fn, objective_loss
+from uniarm_jax.train.losses import ObjectiveConfig, model_distil_fn, model_logprob_fn, objective_loss
 
 
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, weight_decay: float,
@@ -54,13 +55,18 @@ def check_batch_fits(batch_size: int, micro_batches: int, mesh) -> None:
 
 
 class ArmSteps:
-    """Compiled train and eval steps for one model, adapter, objective, optimizer and mesh."""
+    """Compiled train and eval steps for one model, adapter, objective, optimizer and mesh (and the
+    teacher's config when the objective distils from one)."""
 
     def __init__(self, cfg: LlamaConfig, acfg: AdapterConfig, ocfg: ObjectiveConfig,
-                 optimizer: optax.GradientTransformation, mesh, micro_batches: int = 1):
+                 optimizer: optax.GradientTransformation, mesh, micro_batches: int = 1,
+                 teacher: LlamaConfig | None = None):
+        if (teacher is None) != (ocfg.teacher is None):
+            raise ValueError("ArmSteps needs the teacher's config exactly when the objective names a teacher")
         self.cfg, self.acfg, self.ocfg, self.optimizer = cfg, acfg, ocfg, optimizer
         self.mesh, self.micro_batches = mesh, micro_batches
         self.model = Llama(cfg, acfg)
+        self.teacher = None if teacher is None else Llama(teacher)
         self.replicated = NamedSharding(mesh, P())
 
         # every batch array is [batch, ...]: rows over data (and fsdp), the rest replicated
@@ -69,7 +75,11 @@ class ArmSteps:
     # the loss of one micro-batch --------------------------------------------------------------------
     def _loss(self, adapter, params, batch, rng, deterministic):
         alpha_rng, dropout_rng = jax.random.split(rng)
-        fn = model_logprob_fn(self.model, {"params": params, "adapter": adapter}, deterministic, dropout_rng)
+        if self.teacher is None:
+            fn = model_logprob_fn(self.model, {"params": params, "adapter": adapter}, deterministic, dropout_rng)
+        else:
+            fn = model_distil_fn(self.model, {"params": params[0], "adapter": adapter}, self.teacher, params[1],
+                                 deterministic, dropout_rng)
         return objective_loss(fn, batch, alpha_rng, self.ocfg)
 
     def _train_step(self, state, params, batch, rng):
@@ -100,8 +110,10 @@ class ArmSteps:
 
     # compiled entry points (built on first use, when the trees' structures are known) -------------
     def _shardings(self, state, params):
-        return (jax.tree.map(lambda _: self.replicated, state), param_shardings(self.mesh, params, self.cfg.head_dim),
-                self.batch_sharding, self.replicated)
+        weights = param_shardings(self.mesh, params, self.cfg.head_dim) if self.teacher is None else (
+            param_shardings(self.mesh, params[0], self.cfg.head_dim),
+            param_shardings(self.mesh, params[1], self.teacher.cfg.head_dim))
+        return jax.tree.map(lambda _: self.replicated, state), weights, self.batch_sharding, self.replicated
 
     @functools.cached_property
     def _jitted(self):
