@@ -21,9 +21,9 @@ and each evaluation's finished rows (generations/) and reports under docs/result
 cut by the end of a session resumes from its last checkpoint only if that checkpoint was committed
 (`git add -f runs/study/<setting>/<config>/checkpoints/<step>`).
 
-An experiment trains its ARMs (the same budget for every method), chooses each weak ARM's guidance
-weight on the dev prompts (never on test; a same-size ARM guides at weight 1), then evaluates on the
-100 test prompts with intervals and paired differences. Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
+An experiment trains its ARMs (the same budget for every method), chooses each method's guidance
+weight on the dev prompts (never on test), then evaluates on the 100 test prompts with intervals and
+paired differences. Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ UNIARM = os.environ.get("UNIARM", os.path.join(ROOT, ".venv", "bin", "uniarm"))
 RUNS = os.path.join(ROOT, "runs", "study")
 RESULTS = os.path.join(ROOT, "docs", "results", "study")
 DATA = os.path.join(ROOT, "data", "study")
-WEIGHTS = (0.5, 1.0, 2.0)  # guidance weights a weak ARM tries on dev; a same-size ARM guides at 1
+WEIGHTS = (0.5, 1.0, 2.0)  # guidance weights tried on dev
 K2 = ["readability", "relevance"]
 K3 = K2 + ["sentiment"]
 
@@ -147,11 +147,8 @@ def method(experiment: str, name: str, weight: float) -> dict:
 
 
 def weights(experiment: str) -> dict[str, float]:
-    """Each method's guidance weight. A same-size ARM guides at 1, as the methods define it (log π_base
-    + log π_ARM). A weak ARM's weight is the one of WEIGHTS with the largest hypervolume on the dev
+    """Each method's guidance weight: the one of WEIGHTS with the largest hypervolume on the dev
     prompts (3 preference vectors, 40 prompts), the same rule for every method."""
-    if EXPERIMENTS[experiment][0] == "same":
-        return {m: 1.0 for m in EXPERIMENTS[experiment][2]}
     out_dir = os.path.join(RESULTS, experiment, "dev_weights")
     if not os.path.isfile(os.path.join(out_dir, "results.json")):
         methods = {f"{m}@{w}": method(experiment, m, w) for m in EXPERIMENTS[experiment][2] for w in WEIGHTS}
@@ -201,7 +198,7 @@ def status() -> None:
             state = ("trained" if os.path.isfile(os.path.join(out, "adapter", "adapter_config.json"))
                      else f"training, checkpoint at step {steps[-1]}" if steps else "not started")
             print(f"  ARM {config}: {state}")
-        for stage in ("dev_weights", "") if setting == "weak" else ("",):
+        for stage in ("dev_weights", ""):
             out_dir = os.path.join(RESULTS, name, stage)
             done = "done" if os.path.isfile(os.path.join(out_dir, "results.json")) else "not done"
             logs = os.path.join(out_dir, "generations")
