@@ -38,7 +38,9 @@ UNIARM = os.environ.get("UNIARM", os.path.join(ROOT, ".venv", "bin", "uniarm"))
 RUNS = os.path.join(ROOT, "runs", "study")
 RESULTS = os.path.join(ROOT, "docs", "results", "study")
 DATA = os.path.join(ROOT, "data", "study")
-WEIGHTS = (0.5, 1.0, 2.0)  # guidance weights tried on dev
+# guidance weights tried on dev: at 1 a same-size readability GenARM already writes run-on repetition
+# ("I'm not sure. I'm not sure. ..."), which Flesch reading ease rewards and the degeneracy rule fails
+WEIGHTS = (0.25, 0.5, 1.0)
 K2 = ["readability", "relevance"]
 K3 = K2 + ["sentiment"]
 
