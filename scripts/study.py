@@ -21,9 +21,11 @@ and each evaluation's finished rows (generations/) and reports under docs/result
 cut by the end of a session resumes from its last checkpoint only if that checkpoint was committed
 (`git add -f runs/study/<setting>/<config>/checkpoints/<step>`).
 
-An experiment trains its ARMs (the same budget for every method), chooses each method's guidance
-weight on the dev prompts (never on test), then evaluates on the 100 test prompts with intervals and
-paired differences. Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs to runs/study/.
+An experiment goes method by method (UniARM's default first): it trains the method's ARMs (the same
+budget for every method), chooses its guidance weight on the dev prompts (never on test), then adds
+it to the evaluation on the 100 test prompts, with intervals and paired differences (generating only
+the new method's rows). Each experiment's outputs go to docs/results/study/<experiment>/; the ARMs
+to runs/study/.
 """
 
 from __future__ import annotations
@@ -47,17 +49,18 @@ K3 = K2 + ["sentiment"]
 # experiment -> (setting, objectives, {method: ARM configs, in α order for GenARM})
 EXPERIMENTS = {
     "k2_same_size": ("same", K2, {
-        "genarm": ["genarm_readability", "genarm_relevance"], "parm": ["parm"],
-        "uniarm_dim_global": ["uniarm_dim_global"], "uniarm_weighted_vote": ["uniarm_weighted_vote"],
+        "uniarm_dim_global": ["uniarm_dim_global"], "genarm": ["genarm_readability", "genarm_relevance"],
+        "parm": ["parm"], "uniarm_weighted_vote": ["uniarm_weighted_vote"],
         "ablation_mlp_conditioning": ["ablation_mlp_conditioning"],
         "ablation_pblora_uniarm_loss": ["ablation_pblora_uniarm_loss"],
         "ablation_moslora_parm_loss": ["ablation_moslora_parm_loss"]}),
     "k2_weak_to_strong": ("weak", K2, {
-        "genarm": ["genarm_readability", "genarm_relevance"], "parm": ["parm"],
-        "uniarm_dim_global": ["uniarm_dim_global"], "uniarm_weighted_vote": ["uniarm_weighted_vote"]}),
+        "uniarm_dim_global": ["uniarm_dim_global"], "genarm": ["genarm_readability", "genarm_relevance"],
+        "parm": ["parm"], "uniarm_weighted_vote": ["uniarm_weighted_vote"]}),
     "k3_weak_to_strong": ("weak", K3, {
+        "uniarm_dim_global": ["uniarm_dim_global_k3"],
         "genarm": ["genarm_readability", "genarm_relevance", "genarm_sentiment"], "parm": ["parm_k3"],
-        "uniarm_dim_global": ["uniarm_dim_global_k3"], "uniarm_weighted_vote": ["uniarm_weighted_vote_k3"]}),
+        "uniarm_weighted_vote": ["uniarm_weighted_vote_k3"]}),
 }
 COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uniarm_weighted_vote", "parm"],
            ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"]]
@@ -112,14 +115,14 @@ def heal() -> None:
             "--format", "merged")
 
 
-def train(experiment: str) -> None:
-    setting, _, methods = EXPERIMENTS[experiment]
-    for configs in methods.values():
-        for config in configs:
-            out = arm_dir(setting, config)
-            if not os.path.isfile(os.path.join(out, "adapter", "adapter_config.json")):
-                run(UNIARM, "train", f"configs/study/{config}.yaml", f"model.base={arm_base(setting)}",
-                    f"run.out_dir={out}")
+def train(experiment: str, name: str) -> None:
+    """The ARMs of one method of `experiment` (each skipped when trained; a training resumes)."""
+    setting = EXPERIMENTS[experiment][0]
+    for config in EXPERIMENTS[experiment][2][name]:
+        out = arm_dir(setting, config)
+        if not os.path.isfile(os.path.join(out, "adapter", "adapter_config.json")):
+            run(UNIARM, "train", f"configs/study/{config}.yaml", f"model.base={arm_base(setting)}",
+                f"run.out_dir={out}")
 
 
 def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid_steps: int | None = None) -> str:
@@ -148,24 +151,31 @@ def method(experiment: str, name: str, weight: float) -> dict:
     return {"arms": paths, "arm_weights": [weight] * len(paths)}
 
 
-def weights(experiment: str) -> dict[str, float]:
+def reported(out_dir: str) -> set:
+    """The methods an evaluation's results.json holds (none before its first run)."""
+    path = os.path.join(out_dir, "results.json")
+    return set(json.load(open(path))["methods"]) if os.path.isfile(path) else set()
+
+
+def weights(experiment: str, names: list[str]) -> dict[str, float]:
     """Each method's guidance weight: the one of WEIGHTS with the largest hypervolume on the dev
     prompts (3 preference vectors, 40 prompts), the same rule for every method."""
     out_dir = os.path.join(RESULTS, experiment, "dev_weights")
-    if not os.path.isfile(os.path.join(out_dir, "results.json")):
-        methods = {f"{m}@{w}": method(experiment, m, w) for m in EXPERIMENTS[experiment][2] for w in WEIGHTS}
+    methods = {f"{m}@{w}": method(experiment, m, w) for m in names for w in WEIGHTS}
+    if not set(methods) <= reported(out_dir):
         run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "dev_prompts.jsonl"), out_dir, methods,
                                             grid_steps=2), "bootstrap=0")
     results = json.load(open(os.path.join(out_dir, "results.json")))["methods"]
-    return {m: max(WEIGHTS, key=lambda w: results[f"{m}@{w}"]["hv"]) for m in EXPERIMENTS[experiment][2]}
+    return {m: max(WEIGHTS, key=lambda w: results[f"{m}@{w}"]["hv"]) for m in names}
 
 
-def evaluate(experiment: str) -> None:
+def evaluate(experiment: str, names: list[str]) -> None:
+    """The test evaluation of the methods `names` at their dev-chosen weights. An evaluation with more
+    methods than the last generates only the new ones (the others' rows are kept, eval/row_log.py)."""
     out_dir = os.path.join(RESULTS, experiment)
-    if os.path.isfile(os.path.join(out_dir, "results.json")):
+    if set(names) <= reported(out_dir):
         return
-    chosen = weights(experiment)
-    methods = {m: method(experiment, m, w) for m, w in chosen.items()}
+    methods = {m: method(experiment, m, w) for m, w in weights(experiment, names).items()}
     run(UNIARM, "evaluate", eval_config(experiment, os.path.join(DATA, "test_prompts.jsonl"), out_dir, methods))
 
 
@@ -210,8 +220,13 @@ def status() -> None:
 
 
 def experiment(name: str) -> None:
-    train(name)
-    evaluate(name)
+    """Method by method: its ARMs trained, then it joins the evaluation, so a partial study already has
+    its first comparison."""
+    done = []
+    for method_name in EXPERIMENTS[name][2]:
+        train(name, method_name)
+        done.append(method_name)
+        evaluate(name, done)
 
 
 STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for name in EXPERIMENTS},
