@@ -22,7 +22,7 @@ from uniarm_jax.errors import ConfigError
 DEMO_ARM = os.path.join(defaults.REPO, "demo", "uniarm_smollm2")
 TEST_PROMPTS = os.path.join(defaults.REPO, "data", "study", "test_prompts.jsonl")
 SHOWN_PREFS = ((1.0, 0.0), (0.5, 0.5), (0.0, 1.0))
-ARM_WEIGHT = 1.0  # the UniARM's guidance weight (demo/README.md: as the study chose it on dev)
+ARM_WEIGHT = 1.0  # the UniARM's guidance weight: the committed adapter's, as demo/README.md shows it
 
 
 def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prompts: int = 8, show: int = 3,
@@ -34,7 +34,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
     from uniarm_jax.decode.sampling import Sampler
     from uniarm_jax.eval.evaluate import run_method
     from uniarm_jax.eval.pareto import simplex_grid
-    from uniarm_jax.eval.report import BASE, distinct_responses, markdown_table, write_report
+    from uniarm_jax.eval.report import BASE, distinct_per_prompt, distinct_responses, markdown_table, write_report
     from uniarm_jax.eval.scoring import make_scorers, scorer_specs
     from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
     from uniarm_jax.hf.adapter_files import load_adapter, read_adapter
@@ -71,7 +71,7 @@ def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prom
             row = results["uniarm"]["samples"][i * len(prompts) + j]
             log(f"  [α = {', '.join(f'{a:g}' for a in row['pref'])}] {_scores(row['scores'])}\n    {row['text']}")
     uniarm = results["uniarm"]["samples"]
-    distinct = [len({r["text"] for r in uniarm if r["prompt"] == p}) for p in prompts]
+    distinct = list(distinct_per_prompt(uniarm).values())
     log(f"\ndifferent responses per prompt across the {len(prefs)} α: {distinct} (mean "
         f"{distinct_responses(uniarm):.1f}); degenerate: {np.mean(results['uniarm']['degenerate']):.1%} of the "
         f"UniARM's, {np.mean(results[BASE]['degenerate']):.1%} of the base's")

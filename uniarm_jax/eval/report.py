@@ -28,12 +28,17 @@ def format_point(values) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
-def distinct_responses(samples: list[dict]) -> float:
-    """The mean over prompts of how many different texts a prompt got across the α grid."""
+def distinct_per_prompt(samples: list[dict]) -> dict[str, int]:
+    """How many different texts each prompt got across the α grid (prompts in first-seen order)."""
     texts: dict[str, set] = {}
     for row in samples:
         texts.setdefault(row["prompt"], set()).add(row["text"])
-    return float(np.mean([len(t) for t in texts.values()]))
+    return {prompt: len(t) for prompt, t in texts.items()}
+
+
+def distinct_responses(samples: list[dict]) -> float:
+    """The mean over prompts of `distinct_per_prompt`."""
+    return float(np.mean(list(distinct_per_prompt(samples).values())))
 
 
 def intervals(prefs: np.ndarray, results: dict, reference, compare, resamples: int) -> tuple[dict, list]:
