@@ -11,6 +11,8 @@ Steps:
   k2_weak_to_strong   the same methods' ARMs on the healed 12-layer model guiding SmolLM2
   k3_weak_to_strong   k = 3 (readability, relevance, sentiment), weak-to-strong
   curves              dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
+  ends                how each trained ARM rates ending: its log-prob of EOS where the base's dev samples
+                      ended, beside its base's (ends.json per experiment)
   status              what is done: each ARM trained, training (its last checkpoint) or not started, and
                       each evaluation's finished rows per method
 
@@ -200,6 +202,55 @@ def curves() -> None:
             json.dump(dev, f, indent=1)
 
 
+def ends() -> None:
+    """Each trained ARM's mean log-prob of EOS at the ends of the dev responses that ended, beside its
+    own base's, at each one-hot α for a conditioned ARM. A pair loss can lower a rejected response's
+    EOS without bound and so teach an ARM never to end; this is where that shows (docs/results.md)."""
+    import numpy as np
+
+    from uniarm_jax import load_pretrained, load_tokenizer, logits
+    from uniarm_jax.data.pairs import load_preferences
+    from uniarm_jax.data.tokenization import encode
+    from uniarm_jax.hf.adapter_files import load_adapter
+    from uniarm_jax.train.config import load_run_config
+
+    tokenize = load_run_config("configs/study/common.yaml").data.tokenize_config()
+    dev = load_preferences(os.path.join(DATA, "dev.jsonl"), "multi")
+    ended = [(e.prompt, r) for e in dev.examples for r, end in zip((e.response_0, e.response_1), e.ended) if end]
+    for experiment, (setting, objectives, methods) in EXPERIMENTS.items():
+        configs = [c for cs in methods.values() for c in cs
+                   if os.path.isfile(os.path.join(arm_dir(setting, c), "adapter", "adapter_config.json"))]
+        if not configs:
+            continue
+        base = load_pretrained(arm_base(setting))
+        rows = [encode(load_tokenizer(arm_base(setting)), p, r, tokenize) for p, r in ended]
+        length = max(len(ids) for ids, _ in rows)
+        ids = np.array([np.pad(i, (0, length - len(i))) for i, _ in rows], np.int32)
+        mask = np.array([[1] * len(i) + [0] * (length - len(i)) for i, _ in rows], np.int32)
+        last = np.array([len(i) - 1 for i, _ in rows])
+
+        def eos_logprob(handle, pref=None) -> float:
+            out = []
+            for a in range(0, len(ids), 8):
+                z = logits(handle, ids[a:a + 8], mask[a:a + 8], pref)
+                at = z[np.arange(len(z)), last[a:a + 8] - 1]  # the position that predicts the final EOS
+                out += list(at[np.arange(len(z)), ids[a:a + 8][np.arange(len(z)), last[a:a + 8]]]
+                            - np.logaddexp.reduce(at, axis=-1))
+            return float(np.mean(out))
+
+        report = {"responses": len(rows), "base": eos_logprob(base)}
+        for config in configs:
+            handle = load_adapter(base, os.path.join(arm_dir(setting, config), "adapter"))
+            if handle.adapter_config.kind == "lora":
+                report[config] = eos_logprob(handle)
+            else:
+                report[config] = {name: eos_logprob(handle, np.eye(len(objectives))[i])
+                                  for i, name in enumerate(objectives)}
+            print(experiment, config, report[config], flush=True)
+        with open(os.path.join(RESULTS, experiment, "ends.json"), "w") as f:
+            json.dump(report, f, indent=1)
+
+
 def status() -> None:
     for name, (setting, _, methods) in EXPERIMENTS.items():
         print(f"{name}:")
@@ -230,7 +281,7 @@ def experiment(name: str) -> None:
 
 
 STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for name in EXPERIMENTS},
-         "curves": curves, "status": status}
+         "curves": curves, "ends": ends, "status": status}
 
 
 def main(argv: list[str]) -> None:

@@ -120,17 +120,37 @@ def test_non_ascii_text_round_trips(smol):
     assert smol.decode(ids[mask == 1][:-1]) == response
 
 
-def test_response_filling_the_budget_is_cut_with_eos_kept_last(byte_tok, smol):
+def test_response_cut_by_the_budget_is_a_prefix_without_eos(byte_tok, smol):
+    """A cut response fills the budget with its own first tokens and gets no EOS (it did not end
+    there); one that fits exactly keeps its EOS."""
     cfg = TokenizeConfig(template="raw", max_prompt_tokens=4, max_total_tokens=10)
     ids, mask = encode(byte_tok, "ab", "0123456789", cfg)
-    assert ids.tolist() == [1] + byte_ids(byte_tok, "ab") + byte_ids(byte_tok, "012345") + [2]
+    assert ids.tolist() == [1] + byte_ids(byte_tok, "ab") + byte_ids(byte_tok, "0123456")
     assert len(ids) == 10 and mask.sum() == 7
+    ids, _ = encode(byte_tok, "ab", "012345", cfg)
+    assert ids.tolist() == [1] + byte_ids(byte_tok, "ab") + byte_ids(byte_tok, "012345") + [2]
     cfg = TokenizeConfig(template="pku", max_prompt_tokens=12, max_total_tokens=24)
     response = "a response far too long to fit in the budget of twenty-four tokens, " * 4
     ids, mask = encode(smol, "Hi there, how are you today?", response, cfg)
     full = smol(response, add_special_tokens=False)["input_ids"]
-    assert len(ids) == 24 and ids[-1] == smol.eos_token_id
-    assert ids[mask == 1][:-1].tolist() == full[:mask.sum() - 1]
+    assert len(ids) == 24 and smol.eos_token_id not in ids.tolist()
+    assert ids[mask == 1].tolist() == full[:mask.sum()]
+
+
+def test_a_response_that_never_ended_is_trained_without_eos(smol, tmp_path):
+    """`ended_<i>` false: the response's tokens are the loss's targets and no EOS follows them, so no
+    loss can lower (or raise) an end the sample never had; the other response keeps its EOS."""
+    rows = [{"prompt": "p", "response_0": "cut mid", "response_1": "done.", "label_x": 1,
+             "ended_0": False, "ended_1": True}]
+    data = load_preferences(write_jsonl(tmp_path / "e.jsonl", rows), "multi")
+    assert data.examples[0].ended == (False, True)
+    pairs = tokenize_pairs(data, smol, TokenizeConfig(template="raw"))
+    tokens = [smol(t, add_special_tokens=False)["input_ids"] for t in ("cut mid", "done.")]
+    assert [r.tolist() for r in pairs.response_ids[0]] == [tokens[0], tokens[1] + [smol.eos_token_id]]
+    assert not pairs.response_truncated[0].any()
+    assert load_preferences(write_jsonl(tmp_path / "f.jsonl", [{k: v for k, v in rows[0].items()
+                                                                 if not k.startswith("ended")}]),
+                            "multi").examples[0].ended == (True, True)
 
 
 def test_bos_appears_exactly_once(byte_tok, smol):
@@ -349,10 +369,14 @@ def bad_files(tmp_path):
                   "(3 with prompt + response longer than max_chars=10 characters)"),
         "objectives": (p("m.jsonl", synthetic_rows(2)), "multi", ["helpful", "humor"], None,
                        f"objective(s) ['humor'] are not in {tmp_path / 'm.jsonl'}; it has ['helpful', 'harmless']"),
+        "ended": (p("ended.jsonl", [dict(r, ended_0=True, ended_1=1) for r in synthetic_rows(2)]), "multi", None,
+                  None, f"{tmp_path / 'ended.jsonl'} row 1: field 'ended_1' is 1; expected true or false"),
+        "unpaired ended": (p("half.jsonl", [dict(r, ended_0=True) for r in synthetic_rows(2)]), "multi", None,
+                           None, "has field 'ended_0' but not 'ended_1'; they come in pairs"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "no column", "label", "empty", "objectives"])
+@pytest.mark.parametrize("case", ["missing", "no column", "label", "empty", "objectives", "ended", "unpaired ended"])
 def test_bad_input_is_refused_naming_what_and_where(tmp_path, case):
     path, schema, objectives, max_chars, message = bad_files(tmp_path)[case]
     with pytest.raises(DataError) as err:

@@ -240,11 +240,15 @@ def test_make_data_writes_loadable_labelled_splits(setup):
     pairs = oracle_pairs(root / "base", PROMPTS, seed=0)
     kept = [(p, pair) for p, pair in zip(PROMPTS, pairs) if pair[0] != pair[1]]
     assert [(r["prompt"], (r["response_0"], r["response_1"])) for r in everything] == kept
+    # and each response's ended flag is whether the oracle's sample stopped by EOS
+    ended = [(a[1], b[1]) for (a, b), pair in zip(responses, pairs) if pair[0] != pair[1]]
+    assert [(r["ended_0"], r["ended_1"]) for r in everything] == ended
+    assert {e for pair in ended for e in pair} == {True, False}  # both kinds occur, so the check can fail
 
     # every row: scores as the scorers give them, labels that pick the strictly better response
     ties = {name: 0 for name in OBJECTIVES}
     for row in everything:
-        assert set(row) == {"prompt", "response_0", "response_1"} | {
+        assert set(row) == {"prompt", "response_0", "response_1", "ended_0", "ended_1"} | {
             f"{what}_{n}{end}" for n in OBJECTIVES for what, end in (("label", ""), ("score", "_0"), ("score", "_1"))}
         for name, fn in OBJECTIVES.items():
             s0, s1 = row[f"score_{name}_0"], row[f"score_{name}_1"]

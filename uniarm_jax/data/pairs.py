@@ -12,6 +12,12 @@ the objective names alongside. Schemas (field names exactly as in the files):
 - `multi` any k: `prompt, response_0, response_1`, one `label_<name>` per objective (0/1) and
           optional `score_<name>_0, score_<name>_1`; objective names come from the columns.
 
+Any schema may carry `ended_0, ended_1` (booleans, both or neither): whether each response ended by
+itself. A response that did not (a sample cut at its token budget) is trained as the prefix it is,
+without an EOS: with one appended, a loss that lowers the rejected response lowers its EOS without
+bound, and the ARM learns never to end (the study's first ARMs did: docs/results.md). Absent, every
+response ended.
+
 Every row is checked before anything else happens; a bad one is refused naming the file, the row
 (counted from 1) and the field. Rows are kept in file order; shuffling belongs to the batches.
 """
@@ -42,6 +48,7 @@ class PreferenceExample:
     labels: np.ndarray  # [k] int32: index (0 or 1) of the preferred response per objective
     scores: np.ndarray  # [2, k] float32: score of each response per objective; NaN where absent
     row: int  # the row in the source, counted from 1, so errors downstream can point at it
+    ended: tuple[bool, bool] = (True, True)  # whether each response ended by itself (gets its EOS)
 
 
 @dataclasses.dataclass
@@ -100,6 +107,7 @@ def load_preferences(path: str, schema: str, objectives: Sequence[str] | None = 
         raise DataError(f"{path} has no rows")
     text, objs = _schema_fields(path, schema, columns)
     objs = _select(path, objs, objectives)
+    ended_columns = _pair(path, columns, "ended_0", "ended_1")
 
     examples, dropped = [], {reason: 0 for reason in DROP_REASONS}
     for i in range(rows):
@@ -114,7 +122,8 @@ def load_preferences(path: str, schema: str, objectives: Sequence[str] | None = 
         if max_chars is not None and longest > max_chars:
             dropped["max_chars"] += 1
             continue
-        examples.append(PreferenceExample(**values, labels=labels, scores=scores, row=i + 1))
+        ended = (True, True) if ended_columns is None else tuple(_flag(path, i, columns[c], c) for c in ended_columns)
+        examples.append(PreferenceExample(**values, labels=labels, scores=scores, row=i + 1, ended=ended))
     if not examples:
         why = ", ".join(f"{n} with {DROP_REASONS[r].replace('max_chars', f'max_chars={max_chars}')}"
                         for r, n in dropped.items() if n)
@@ -171,7 +180,7 @@ def _schema_fields(path, schema, columns) -> tuple[dict[str, str], list[_Objecti
 def _pair(path, columns, a, b) -> tuple[str, str] | None:
     if (a in columns) != (b in columns):
         have, lack = (a, b) if a in columns else (b, a)
-        raise DataError(f"{path} has field {have!r} but not {lack!r}; scores come in pairs, one per response")
+        raise DataError(f"{path} has field {have!r} but not {lack!r}; they come in pairs, one per response")
     return (a, b) if a in columns else None
 
 
@@ -217,6 +226,14 @@ def _score(path, i, column, field) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise DataError(f"{path} row {i + 1}: field {field!r} is {value!r}; expected a number (or null)")
     return float(value)
+
+
+def _flag(path, i, column, field) -> bool:
+    value = column[i]
+    if not isinstance(value, bool):
+        raise DataError(f"{path} row {i + 1}: field {field!r} is {value!r}; expected true or false "
+                        "(whether the response ended by itself)")
+    return value
 
 
 def split_data(data: PreferenceData, sizes: Sequence[float] = (0.8, 0.05, 0.15), seed: int = 0,

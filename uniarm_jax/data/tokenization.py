@@ -6,13 +6,14 @@ Rules (defaults are the papers'):
   only its LAST `max_prompt_tokens - 1` tokens, then BOS goes back in front. The prompt side, BOS
   included, is at most `max_prompt_tokens` (512). A tokenizer without a BOS token gets none.
 - The response is tokenised on its own and ends with EOS. If prompt + response would exceed
-  `max_total_tokens` (1024), the response is cut and EOS stays its last token.
+  `max_total_tokens` (1024), the response is cut and has no EOS (as TRL's cut): it is a prefix, and
+  an EOS would teach an end that never happened. A response that never ended by itself (the data's
+  `ended_<i>` is false, data/pairs.py) is a prefix too.
 - The loss sees only response tokens, EOS included.
 
 Our choices where the reference (TRL's DPO `tokenize_row`) differs: the prompt is always cut to its
 limit, not only when the pair is too long, so a response's tokens never depend on the other
-response; BOS and EOS survive truncation (TRL's keep-end cut could drop BOS, its response cut drops
-EOS). Prompt and response are tokenised separately, as the ARM sees them at decode time (prompt
+response; BOS survives truncation (TRL's keep-end cut could drop it). Prompt and response are tokenised separately, as the ARM sees them at decode time (prompt
 tokens first, then generated tokens), which also makes the loss mask's boundary exact.
 (The module is not called `tokenize` so that it cannot shadow the standard library's.)
 """
@@ -49,7 +50,7 @@ class TokenizedPairs:
     """Token ids of every example's prompt and two responses, unpadded, plus labels and scores."""
 
     prompt_ids: list[np.ndarray]  # per example: [P] int32, BOS first
-    response_ids: list[tuple[np.ndarray, np.ndarray]]  # per example: both responses, EOS last
+    response_ids: list[tuple[np.ndarray, np.ndarray]]  # per example: both responses, EOS last if they ended
     labels: np.ndarray  # [N, k] int32
     scores: np.ndarray  # [N, 2, k] float32, NaN where absent
     objectives: tuple[str, ...]
@@ -86,12 +87,15 @@ def finish_prompt(ids: list[int], bos: int | None, config: TokenizeConfig) -> tu
     return [bos] + (ids[-keep:] if keep else []), len(ids) > keep
 
 
-def finish_response(ids: list[int], eos: int, budget: int) -> tuple[list[int], bool]:
-    """Response tokens + EOS in at most `budget` tokens (≥ 1); a response that already ends with EOS
-    keeps just one."""
+def finish_response(ids: list[int], eos: int, budget: int, ended: bool = True) -> tuple[list[int], bool]:
+    """Response tokens in at most `budget` tokens (≥ 1) and whether they were cut; an `ended` response
+    that fits whole gets one EOS, and one cut (or that never `ended`) is the prefix it is, without one,
+    so no loss learns an end that never happened (data/pairs.py)."""
     while ids and ids[-1] == eos:
         ids = ids[:-1]
-    return ids[:budget - 1] + [eos], len(ids) > budget - 1
+    if ended and len(ids) < budget:
+        return ids + [eos], False
+    return ids[:budget], len(ids) > budget
 
 
 def encode_prompt(tokenizer, prompt: str, config: TokenizeConfig) -> tuple[list[int], int, bool]:
@@ -154,7 +158,8 @@ def tokenize_pairs(data: PreferenceData, tokenizer, config: TokenizeConfig) -> T
     prompt_ids, response_ids, p_cut, r_cut = [], [], [], []
     for i, p in enumerate(prompts):
         p, cut = finish_prompt(list(p), bos, config)
-        pair = [finish_response(list(responses[j][i]), eos, config.max_total_tokens - len(p)) for j in (0, 1)]
+        pair = [finish_response(list(responses[j][i]), eos, config.max_total_tokens - len(p), ex[i].ended[j])
+                for j in (0, 1)]
         prompt_ids.append(np.array(p, np.int32))
         response_ids.append(tuple(np.array(r, np.int32) for r, _ in pair))
         p_cut.append(cut)

@@ -4,13 +4,13 @@ As PARM built its data: for every prompt the base model samples responses (seede
 sampling, each row its own seed; `samples` of them, 2 by default, paired in order), every objective
 scores both of a pair, and each objective's label is the better-scored response; the scores are kept,
 so the pairs serve every loss reading. The rows go out in the general `multi` schema (`prompt, response_0,
-response_1, label_<o>, score_<o>_0, score_<o>_1`), checked by reading them back with the training
+response_1, label_<o>, score_<o>_0, score_<o>_1, ended_0, ended_1`), checked by reading them back with the training
 loader, and split by prompt (a seeded `split_indices` of the prompts) into train / dev / test files,
 with each part's prompts in `<part>_prompts.jsonl`.
 
 Choices: a response is cut after its last complete sentence within the token budget (kept whole if
-it has none), so every response ends the way the EOS appended in training says it does and lengths
-vary by whole sentences. A pair whose two responses are the same text carries no preference and is
+it has none), so lengths vary by whole sentences; `ended_<i>` says whether the base stopped by itself
+(EOS), and training appends an EOS only to a response that did (data/pairs.py says why). A pair whose two responses are the same text carries no preference and is
 dropped; a tie on one objective is labelled by a seeded coin (counted in `summary.json`), so an
 objective that often ties (tone, for two neutral answers) teaches "no difference" on average instead
 of a bias to response_0. With `degeneracy`, a degenerate response (run-on repetition, near-empty, or
@@ -74,10 +74,11 @@ def sample_responses(handle, tokenizer, prompts: list[str], *, samples: int = 2,
 
 
 def label_pairs(prompts: list[str], pairs: list[tuple[str, str]], scorers, seed: int,
-                degenerate=None) -> tuple[list[dict], dict]:
+                degenerate=None, ended=None) -> tuple[list[dict], dict]:
     """Rows of the multi schema and counts of what happened (identical pairs dropped, ties per objective).
     `degenerate` (a reason or None per response, `[pair][0 or 1]`) gives a flagged response every
-    objective's failure value, so degenerate text never wins a pair."""
+    objective's failure value, so degenerate text never wins a pair; `ended` (a bool per response, the
+    same layout) becomes the rows' `ended_0, ended_1`."""
     names = [s.name for s in scorers]
     flags = (None, None) if degenerate is None else tuple([d[j] for d in degenerate] for j in (0, 1))
     s0 = score_responses(scorers, prompts, [p[0] for p in pairs], flags[0])
@@ -94,6 +95,8 @@ def label_pairs(prompts: list[str], pairs: list[tuple[str, str]], scorers, seed:
             counts[f"ties_{name}"] += int(tie)
             row[f"label_{name}"] = int(coins[i, j]) if tie else int(s1[i, j] > s0[i, j])
             row[f"score_{name}_0"], row[f"score_{name}_1"] = float(s0[i, j]), float(s1[i, j])
+        if ended is not None:
+            row["ended_0"], row["ended_1"] = bool(ended[i][0]), bool(ended[i][1])
         rows.append(row)
     counts["pairs"] = len(rows)
     return rows, counts
@@ -156,7 +159,7 @@ def make_data(base_dir: str, out_dir: str, *, prompts_file: str = PROMPTS,
     pairs = [(r[j][0], r[j + 1][0]) for r in responses for j in range(0, samples, 2)]
     ended = [(r[j][1], r[j + 1][1]) for r in responses for j in range(0, samples, 2)]
     reasons = None if rule is None else [tuple(rule.reasons(p, e)) for p, e in zip(pairs, ended)]
-    rows, counts = label_pairs([prompts[i] for i in prompt_of_pair], pairs, scorers, seed, reasons)
+    rows, counts = label_pairs([prompts[i] for i in prompt_of_pair], pairs, scorers, seed, reasons, ended)
     kept = [i for i, (r0, r1) in zip(prompt_of_pair, pairs) if r0 != r1]
     paths = write_splits(rows, kept, prompts, part_of, out_dir)
     counts["prompts"] = len(prompts)
