@@ -136,6 +136,30 @@ def test_distil_loss_is_numpy_nats_per_response_token():
     assert run(ObjectiveConfig(method="distil"), flipped)[0] == loss
 
 
+@pytest.mark.parametrize("method", ["genarm", "parm", "uniarm"])
+def test_the_anchor_adds_the_scored_responses_nll_per_token(method):
+    """`anchor` adds its weight × the negative log-prob per token of every response each method
+    scored (UniARM dim_global: under all k + 1 conditionings); at 0 the loss is the paper's exactly."""
+    batch = make_batch(seed=7)
+    plain, metrics = run(ObjectiveConfig(method=method, betas=(0.5, 0.01)), batch, seed=8)
+    anchored, _ = run(ObjectiveConfig(method=method, betas=(0.5, 0.01), anchor=0.3), batch, seed=8)
+    tokens = batch["target_mask"].sum()
+    if method == "genarm":
+        prefs = [None]
+    elif method == "parm":
+        prefs = [np.tile(np.asarray(sample_dirichlet(jax.random.key(8), 0.5, K)), (B, 1))]
+    else:
+        prefs = [np.tile(np.eye(K)[i], (B, 1)) for i in range(K)] + [
+            np.asarray(sample_dirichlet(jax.random.key(8), 0.5, K, (B,)))]
+    nll = -sum(numpy_lp(batch, p).sum() for p in prefs) / (tokens * len(prefs))
+    assert float(metrics["nll_per_token"]) == pytest.approx(nll, rel=1e-5)
+    assert anchored == pytest.approx(plain + 0.3 * nll, rel=1e-5)
+    with pytest.raises(ConfigError, match="objective.anchor=-1.0; expected a weight of at least 0"):
+        ObjectiveConfig(anchor=-1.0)
+    with pytest.raises(ConfigError, match="objective.anchor is read by the pair losses"):
+        ObjectiveConfig(method="distil", anchor=1.0)
+
+
 def test_weighted_winner_by_hand():
     labels = jnp.array([[0, 1], [0, 0], [1, 0], [0, 1]])
     scores = jnp.full((4, 2, 2), jnp.nan).at[3].set(jnp.array([[1.0, -2.0], [0.0, 0.0]]))

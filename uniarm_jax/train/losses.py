@@ -41,6 +41,7 @@ class ObjectiveConfig:
     lambda_glob: float = 1.0
     reading: str = "dim_global"     # UniARM: "dim_global" (default, docs/results.md) or "weighted_vote"
     teacher: str | None = None      # distil: a Hugging Face model directory to match token by token (KL)
+    anchor: float = 0.0             # weight of the responses' NLL per token: a KL anchor to the base (objective_loss)
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -54,6 +55,10 @@ class ObjectiveConfig:
             raise ConfigError(f"objective index {self.objective} is outside the {len(self.betas)} objectives")
         if self.teacher is not None and self.method != "distil":
             raise ConfigError(f"objective.teacher is read by method 'distil' only; method is {self.method!r}")
+        if self.anchor < 0:
+            raise ConfigError(f"objective.anchor={self.anchor}; expected a weight of at least 0")
+        if self.anchor and self.method == "distil":
+            raise ConfigError("objective.anchor is read by the pair losses (genarm, parm, uniarm); distil has none")
         if self.concentration <= 0:
             raise ConfigError(f"Dirichlet concentration must be positive; got {self.concentration}")
 
@@ -287,5 +292,23 @@ OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss, "
 
 
 def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
-    """`(loss, metrics)` of the configured method."""
-    return OBJECTIVES[cfg.method](logprob_fn, batch, rng, cfg)
+    """`(loss, metrics)` of the configured method, plus `cfg.anchor` × the mean negative log-prob per
+    response token of every response the method scored (`nll_per_token`, always reported).
+
+    The pair losses are DPO without a reference model: nothing holds the ARM's likelihood where it
+    was, and a token both responses of a pair share (the EOS that ends them) drifts freely; the
+    study's ARMs put EOS 24 nats below the base where its answers end (docs/results.md). When the
+    responses are the base's own samples (make-data's pairs) the NLL term estimates KL(π_base ‖ π_ARM)
+    up to a constant: a reference-model anchor at no extra forward."""
+    scored = []
+
+    def recording(rows, pref):
+        lp = logprob_fn(rows, pref)
+        scored.append((jnp.sum(lp), jnp.sum(rows["target_mask"].astype(jnp.float32))))
+        return lp
+
+    loss, metrics = OBJECTIVES[cfg.method](recording if cfg.method != "distil" else logprob_fn, batch, rng, cfg)
+    if cfg.method == "distil":
+        return loss, metrics
+    nll = -sum(lp for lp, _ in scored) / jnp.maximum(sum(n for _, n in scored), 1.0)
+    return loss + cfg.anchor * nll, metrics | {"nll_per_token": nll}
