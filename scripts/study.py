@@ -222,14 +222,14 @@ def ends() -> None:
                    if os.path.isfile(os.path.join(arm_dir(setting, c), "adapter", "adapter_config.json"))]
         if not configs:
             continue
-        base = load_pretrained(arm_base(setting))
-        rows = [encode(load_tokenizer(arm_base(setting)), p, r, tokenize) for p, r in ended]
+        base, tokenizer = load_pretrained(arm_base(setting)), load_tokenizer(arm_base(setting))
+        rows = [encode(tokenizer, p, r, tokenize) for p, r in ended]
         length = max(len(ids) for ids, _ in rows)
         ids = np.array([np.pad(i, (0, length - len(i))) for i, _ in rows], np.int32)
         mask = np.array([[1] * len(i) + [0] * (length - len(i)) for i, _ in rows], np.int32)
         last = np.array([len(i) - 1 for i, _ in rows])
 
-        def eos_logprob(handle, pref=None) -> float:
+        def eos_logprob(handle, pref=None, ids=ids, mask=mask, last=last) -> float:
             out = []
             for a in range(0, len(ids), 8):
                 z = logits(handle, ids[a:a + 8], mask[a:a + 8], pref)

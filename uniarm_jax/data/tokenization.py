@@ -13,8 +13,9 @@ Rules (defaults are the papers'):
 
 Our choices where the reference (TRL's DPO `tokenize_row`) differs: the prompt is always cut to its
 limit, not only when the pair is too long, so a response's tokens never depend on the other
-response; BOS survives truncation (TRL's keep-end cut could drop it). Prompt and response are tokenised separately, as the ARM sees them at decode time (prompt
-tokens first, then generated tokens), which also makes the loss mask's boundary exact.
+response; BOS survives truncation (TRL's keep-end cut could drop it). Prompt and response are
+tokenised separately, as the ARM sees them at decode time (prompt tokens first, then generated
+tokens), which also makes the loss mask's boundary exact.
 (The module is not called `tokenize` so that it cannot shadow the standard library's.)
 """
 

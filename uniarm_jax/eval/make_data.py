@@ -10,7 +10,8 @@ with each part's prompts in `<part>_prompts.jsonl`.
 
 Choices: a response is cut after its last complete sentence within the token budget (kept whole if
 it has none), so lengths vary by whole sentences; `ended_<i>` says whether the base stopped by itself
-(EOS), and training appends an EOS only to a response that did (data/pairs.py says why). A pair whose two responses are the same text carries no preference and is
+(EOS), and training appends an EOS only to a response that did (data/pairs.py says why). A pair
+whose two responses are the same text carries no preference and is
 dropped; a tie on one objective is labelled by a seeded coin (counted in `summary.json`), so an
 objective that often ties (tone, for two neutral answers) teaches "no difference" on average instead
 of a bias to response_0. With `degeneracy`, a degenerate response (run-on repetition, near-empty, or

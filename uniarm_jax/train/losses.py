@@ -300,6 +300,8 @@ def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
     study's ARMs put EOS 24 nats below the base where its answers end (docs/results.md). When the
     responses are the base's own samples (make-data's pairs) the NLL term estimates KL(π_base ‖ π_ARM)
     up to a constant: a reference-model anchor at no extra forward."""
+    if cfg.method == "distil":
+        return distil_loss(logprob_fn, batch, rng, cfg)
     scored = []
 
     def recording(rows, pref):
@@ -307,8 +309,6 @@ def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
         scored.append((jnp.sum(lp), jnp.sum(rows["target_mask"].astype(jnp.float32))))
         return lp
 
-    loss, metrics = OBJECTIVES[cfg.method](recording if cfg.method != "distil" else logprob_fn, batch, rng, cfg)
-    if cfg.method == "distil":
-        return loss, metrics
+    loss, metrics = OBJECTIVES[cfg.method](recording, batch, rng, cfg)
     nll = -sum(lp for lp, _ in scored) / jnp.maximum(sum(n for _, n in scored), 1.0)
     return loss + cfg.anchor * nll, metrics | {"nll_per_token": nll}
