@@ -11,7 +11,7 @@ embedding and norms bfloat16, bfloat16 compute).
   `make_prompts`); per-token time = (median rollout of n new tokens - median rollout of 1) / (n - 1),
   so prefill and call overheads cancel; tok/s = batch / per-token time. Settings alternate within each
   repeat. The greedy tokens of the n-token rollouts are compared with float32's (free running).
-- fidelity: the prompts of the small task's test split (data/small_task/test.jsonl), float32's own
+- fidelity: the study's 100 test prompts (data/study/test_prompts.jsonl), float32's own
   greedy continuation (`--agree-tokens`, up to EOS), every setting teacher-forced over prompt +
   continuation: at each continuation position (the last prompt token's through the one before the
   last token) its argmax against float32's, and the largest |logit - float32 logit| there.
@@ -101,7 +101,7 @@ def fidelity(handles: dict, tokenizer, a) -> dict:
     from uniarm_jax.decode.generate import generate_ids
 
     ref = handles["float32"]
-    texts = read_prompts(os.path.join(REPO, "data", "small_task", "test.jsonl"))
+    texts = read_prompts(os.path.join(REPO, "data", "study", "test_prompts.jsonl"))
     prompts = encode_prompts(tokenizer, texts, "chat", a.agree_tokens, ref.config.max_position_embeddings)
     rows = [p + c for p, c in zip(prompts, generate_ids(ref, prompts, a.agree_tokens, pad_id=tokenizer.pad_token_id))]
     width = max(map(len, rows))

@@ -79,7 +79,7 @@ def make_arm(base_dir: str, out: str, layers: int) -> str:
 
 
 def requests(n: int = 32) -> list[tuple[str, list[float]]]:
-    with open(os.path.join(REPO, "data", "small_task_prompts.jsonl")) as f:
+    with open(os.path.join(REPO, "data", "study", "test_prompts.jsonl")) as f:
         prompts = [json.loads(line)["prompt"] for line in f][:n]
     return [(p, [round(i / (n - 1), 4), round(1 - i / (n - 1), 4)]) for i, p in enumerate(prompts)]
 

@@ -13,6 +13,8 @@ Steps:
   curves              dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
   ends                how each trained ARM rates ending: its log-prob of EOS where the base's dev samples
                       ended, beside its base's (ends.json per experiment)
+  anchor_sweep        GenARM readability at anchors λ = 3 and 1, its EOS and its dev readability beside
+                      λ = 10's (docs/results/study/probes/anchor/)
   status              what is done: each ARM trained, training (its last checkpoint) or not started, and
                       each evaluation's finished rows per method
 
@@ -67,6 +69,8 @@ EXPERIMENTS = {
 COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uniarm_weighted_vote", "parm"],
            ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"]]
 EVAL = {"template": "chat", "max_new_tokens": 128, "temperature": 0.0, "degeneracy": True, "batch_size": 64}
+ANCHORS = (3.0, 1.0)  # anchor_sweep's λ
+SWEEP_WEIGHTS = (0.5, 1.0, 2.0)
 GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
 REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
 SCORERS = {"readability": "readability", "relevance": "relevance", "sentiment": {"kind": "vader"}}  # by data name
@@ -127,7 +131,8 @@ def train(experiment: str, name: str) -> None:
                 f"run.out_dir={out}")
 
 
-def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid_steps: int | None = None) -> str:
+def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid_steps: int | None = None,
+                prefs: list | None = None) -> str:
     """An evaluation config (JSON is YAML) for `uniarm evaluate`, written beside its outputs."""
     setting, objectives, _ = EXPERIMENTS[experiment]
     config = {"base": portable(base_dir()), "prompts": portable(prompts),
@@ -135,6 +140,8 @@ def eval_config(experiment: str, prompts: str, out_dir: str, methods: dict, grid
               "reference": [REFERENCE[o] for o in objectives], "grid_steps": grid_steps or GRID[len(objectives)],
               "out_dir": portable(out_dir), "title": experiment, "methods": methods,
               "compare": [c for c in COMPARE if all(n == "base" or n in methods for n in c)]}
+    if prefs is not None:  # instead of the grid
+        config["prefs"] = prefs
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "config.yaml")
     with open(path, "w") as f:
@@ -202,10 +209,11 @@ def curves() -> None:
             json.dump(dev, f, indent=1)
 
 
-def ends() -> None:
-    """Each trained ARM's mean log-prob of EOS at the ends of the dev responses that ended, beside its
-    own base's, at each one-hot α for a conditioned ARM. A pair loss can lower a rejected response's
-    EOS without bound and so teach an ARM never to end; this is where that shows (docs/results.md)."""
+def eos_report(setting: str, arms: dict[str, str], objectives: list[str]) -> dict:
+    """Each ARM's (name -> adapter directory, all on `setting`'s base) mean log-prob of EOS at the ends of
+    the dev responses that ended, beside its base's, at each one-hot α for a conditioned ARM. A pair loss
+    can lower a rejected response's EOS without bound and so teach an ARM never to end; this is where
+    that shows (docs/results.md)."""
     import numpy as np
 
     from uniarm_jax import load_pretrained, load_tokenizer, logits
@@ -217,38 +225,66 @@ def ends() -> None:
     tokenize = load_run_config("configs/study/common.yaml").data.tokenize_config()
     dev = load_preferences(os.path.join(DATA, "dev.jsonl"), "multi")
     ended = [(e.prompt, r) for e in dev.examples for r, end in zip((e.response_0, e.response_1), e.ended) if end]
+    base, tokenizer = load_pretrained(arm_base(setting)), load_tokenizer(arm_base(setting))
+    rows = [encode(tokenizer, p, r, tokenize) for p, r in ended]
+    length = max(len(ids) for ids, _ in rows)
+    ids = np.array([np.pad(i, (0, length - len(i))) for i, _ in rows], np.int32)
+    mask = np.array([[1] * len(i) + [0] * (length - len(i)) for i, _ in rows], np.int32)
+    last = np.array([len(i) - 1 for i, _ in rows])
+
+    def eos_logprob(handle, pref=None) -> float:
+        out = []
+        for a in range(0, len(ids), 8):
+            z = logits(handle, ids[a:a + 8], mask[a:a + 8], pref)
+            at = z[np.arange(len(z)), last[a:a + 8] - 1]  # the position that predicts the final EOS
+            out += list(at[np.arange(len(z)), ids[a:a + 8][np.arange(len(z)), last[a:a + 8]]]
+                        - np.logaddexp.reduce(at, axis=-1))
+        return float(np.mean(out))
+
+    report = {"responses": len(rows), "base": eos_logprob(base)}
+    for name, path in arms.items():
+        handle = load_adapter(base, path)
+        if handle.adapter_config.kind == "lora":
+            report[name] = eos_logprob(handle)
+        else:
+            report[name] = {o: eos_logprob(handle, np.eye(len(objectives))[i]) for i, o in enumerate(objectives)}
+        print(name, report[name], flush=True)
+    return report
+
+
+def ends() -> None:
+    """`eos_report` of every trained ARM of each experiment, into its ends.json."""
     for experiment, (setting, objectives, methods) in EXPERIMENTS.items():
-        configs = [c for cs in methods.values() for c in cs
-                   if os.path.isfile(os.path.join(arm_dir(setting, c), "adapter", "adapter_config.json"))]
-        if not configs:
-            continue
-        base, tokenizer = load_pretrained(arm_base(setting)), load_tokenizer(arm_base(setting))
-        rows = [encode(tokenizer, p, r, tokenize) for p, r in ended]
-        length = max(len(ids) for ids, _ in rows)
-        ids = np.array([np.pad(i, (0, length - len(i))) for i, _ in rows], np.int32)
-        mask = np.array([[1] * len(i) + [0] * (length - len(i)) for i, _ in rows], np.int32)
-        last = np.array([len(i) - 1 for i, _ in rows])
+        arms = {c: os.path.join(arm_dir(setting, c), "adapter") for cs in methods.values() for c in cs}
+        arms = {c: path for c, path in arms.items() if os.path.isfile(os.path.join(path, "adapter_config.json"))}
+        if arms:
+            with open(os.path.join(RESULTS, experiment, "ends.json"), "w") as f:
+                json.dump(eos_report(setting, arms, objectives), f, indent=1)
 
-        def eos_logprob(handle, pref=None, ids=ids, mask=mask, last=last) -> float:
-            out = []
-            for a in range(0, len(ids), 8):
-                z = logits(handle, ids[a:a + 8], mask[a:a + 8], pref)
-                at = z[np.arange(len(z)), last[a:a + 8] - 1]  # the position that predicts the final EOS
-                out += list(at[np.arange(len(z)), ids[a:a + 8][np.arange(len(z)), last[a:a + 8]]]
-                            - np.logaddexp.reduce(at, axis=-1))
-            return float(np.mean(out))
 
-        report = {"responses": len(rows), "base": eos_logprob(base)}
-        for config in configs:
-            handle = load_adapter(base, os.path.join(arm_dir(setting, config), "adapter"))
-            if handle.adapter_config.kind == "lora":
-                report[config] = eos_logprob(handle)
-            else:
-                report[config] = {name: eos_logprob(handle, np.eye(len(objectives))[i])
-                                  for i, name in enumerate(objectives)}
-            print(experiment, config, report[config], flush=True)
-        with open(os.path.join(RESULTS, experiment, "ends.json"), "w") as f:
-            json.dump(report, f, indent=1)
+def anchor_sweep() -> None:
+    """GenARM readability trained at the full budget for each anchor λ of ANCHORS (λ = 10, the study's
+    first, left every ARM at its base), then on the dev prompts at α = (1, 0) (the relevance ARM at
+    weight 0) at each guidance weight of SWEEP_WEIGHTS, beside λ = 10's: how far readability moves,
+    and whether the guided answers still end (ends.json)."""
+    arms = {10.0: os.path.join(arm_dir("same", "genarm_readability"), "adapter")}
+    for anchor in ANCHORS:
+        out = os.path.join(RUNS, "probes", f"anchor_{anchor:g}", "genarm_readability")
+        if not os.path.isfile(os.path.join(out, "adapter", "adapter_config.json")):
+            run(UNIARM, "train", "configs/study/genarm_readability.yaml", f"model.base={base_dir()}",
+                f"run.out_dir={out}", f"objective.anchor={anchor}")
+        arms[anchor] = os.path.join(out, "adapter")
+    out_dir = os.path.join(RESULTS, "probes", "anchor")
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.path.isfile(os.path.join(out_dir, "ends.json")):
+        with open(os.path.join(out_dir, "ends.json"), "w") as f:
+            json.dump(eos_report("same", {f"anchor_{a:g}": p for a, p in arms.items()}, K2), f, indent=1)
+    relevance = os.path.join(arm_dir("same", "genarm_relevance"), "adapter")
+    methods = {f"anchor_{a:g}@{w}": {"arms": [portable(p), portable(relevance)], "arm_weights": [w, w]}
+               for a, p in sorted(arms.items()) for w in SWEEP_WEIGHTS}
+    if not set(methods) <= reported(out_dir):
+        run(UNIARM, "evaluate", eval_config("k2_same_size", os.path.join(DATA, "dev_prompts.jsonl"), out_dir, methods,
+                                            prefs=[[1.0, 0.0]]), "bootstrap=0")
 
 
 def status() -> None:
@@ -281,7 +317,7 @@ def experiment(name: str) -> None:
 
 
 STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for name in EXPERIMENTS},
-         "curves": curves, "ends": ends, "status": status}
+         "anchor_sweep": anchor_sweep, "curves": curves, "ends": ends, "status": status}
 
 
 def main(argv: list[str]) -> None:

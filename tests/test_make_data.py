@@ -40,7 +40,8 @@ def write_prompts(path, prompts):
 def make_data(root, out, seed, *extra):
     return uniarm("make-data", "--base", root / "base", "--out", out, "--prompts", root / "prompts.jsonl",
                   "--template", "raw", "--max-new-tokens", MAX_NEW, "--batch-size", BATCH, "--temperature", 1.0,
-                  "--splits", "0.5,0.25,0.25", "--seed", seed, *extra)
+                  "--splits", "0.5,0.25,0.25", "--seed", seed, "--objectives", ",".join(OBJECTIVES), "--samples", 2,
+                  *extra)  # the cheap built-in scorers; a later flag in `extra` wins (argparse keeps the last)
 
 
 def read_rows(path):

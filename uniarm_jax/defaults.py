@@ -32,5 +32,3 @@ TOP_P = 1.0         # 1: no nucleus cut
 TEMPLATE = "chat"   # the tokenizer's own chat template
 DTYPE = "float32"
 
-# The small-scale task (make-data, its evaluation configs, the demo): responses of at most 48 tokens.
-SMALL_TASK_NEW_TOKENS = 48

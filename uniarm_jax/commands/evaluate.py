@@ -46,26 +46,27 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="Pareto-front evaluation of ARMs over a preference grid: "
                        "uniarm evaluate CONFIG.yaml [key=value ...]")
-    p.add_argument("config", help="YAML evaluation config (see configs/small_task/eval_*.yaml)")
+    p.add_argument("config", help="YAML evaluation config (uniarm_jax/eval/evaluate.py; the study writes its own, "
+                   "docs/results/study/*/config.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. limit=10 out_dir=results/try")
     options.add_arm_base(p)  # the config's arm_base
     options.add_quantize(p, default_help="the config's quantize")
     p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("make-data", help="preference pairs of the small-scale task: pairs of base samples per "
+    p = sub.add_parser("make-data", help="preference pairs of the study (docs/results.md): pairs of base samples per "
                        "prompt, labelled by offline objectives, split train/dev/test by prompt")
     p.add_argument("--base", required=True, help="Hugging Face directory of the model that samples the responses")
     p.add_argument("--out", required=True, help="directory for train/dev/test/all.jsonl and summary.json")
     p.add_argument("--prompts", default=PROMPTS, help='JSON lines {"prompt": ...} (default: the project\'s)')
-    p.add_argument("--objectives", default="brevity,informativeness,tone",
-                   help="comma-separated scorers: built-in functions (brevity, informativeness, tone) or "
-                   "library kinds (vader, readability, relevance)")
-    p.add_argument("--samples", type=int, default=2, help="responses sampled per prompt (even): samples/2 pairs")
+    p.add_argument("--objectives", default="readability,relevance,vader",
+                   help="comma-separated scorers: library kinds (readability, relevance, vader) or built-in "
+                   "functions (brevity, informativeness, tone)")
+    p.add_argument("--samples", type=int, default=4, help="responses sampled per prompt (even): samples/2 pairs")
     p.add_argument("--degeneracy", action="store_true",
                    help="degenerate responses (run-on repetition, empty, no EOS) lose on every objective")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--splits", default="0.8,0.05,0.15", help="train,dev,test fractions or counts of prompts")
-    options.add_generation(p, max_new_tokens=defaults.SMALL_TASK_NEW_TOKENS, temperature=PAIR_SAMPLER.temperature,
+    options.add_generation(p, max_new_tokens=defaults.MAX_NEW_TOKENS, temperature=PAIR_SAMPLER.temperature,
                            top_p=PAIR_SAMPLER.top_p, top_k=False)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=make_data)

@@ -11,7 +11,7 @@
     uniarm train CONFIG.yaml [section.key=value ...]   train an ARM (GenARM, PARM or UniARM)
     uniarm data FILE --schema S --tokenizer HF_DIR ... validate a preference file; print what training sees
     uniarm evaluate CONFIG.yaml [key=value ...]        generate -> score -> HV/MIP -> Pareto plots, per method
-    uniarm make-data --base HF_DIR --out DIR ...       the small-scale task's pairs from the base's samples
+    uniarm make-data --base HF_DIR --out DIR ...       the study's pairs from the base's samples
     uniarm demo                                        a UniARM steering SmolLM2 under several α; Pareto plot
 
 The project's own errors (`uniarm_jax.errors`: bad input) print one line and exit with status 2, a

@@ -16,12 +16,12 @@ non-dominated points per method), `results.md` (the same as tables) and the Pare
 A config is YAML (the fields of `EvalConfig`), with `key=value` overrides on the command line:
 
     base: ~/.cache/uniarm_jax/SmolLM2-135M-Instruct
-    prompts: data/small_task/test.jsonl       # JSON lines with a "prompt" field
-    objectives: [brevity, informativeness]    # built-in names or scorer dicts (see eval/scoring/)
-    reference: [0.0, 0.0]                     # the HV reference point: every point must dominate it
+    prompts: data/study/test_prompts.jsonl    # JSON lines with a "prompt" field
+    objectives: [readability, relevance]      # scorer names or dicts (see eval/scoring/)
+    reference: [0.0, -1.0]                    # the HV reference point: every point must dominate it
     degeneracy: true                          # run-on, near-empty, unended responses fail every objective
     methods:
-      genarm: {arms: [runs/genarm_brevity/adapter, runs/genarm_informativeness/adapter]}
+      genarm: {arms: [runs/genarm_readability/adapter, runs/genarm_relevance/adapter]}
       uniarm: {arms: [runs/uniarm/adapter]}
 """
 

@@ -38,7 +38,7 @@ from uniarm_jax.eval.scoring import make_scorers, score_responses, scorer_specs
 from uniarm_jax.eval.scoring.degeneracy import DegeneracyRule
 from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
 
-PROMPTS = os.path.join(defaults.REPO, "data", "small_task_prompts.jsonl")
+PROMPTS = os.path.join(defaults.REPO, "data", "study", "prompts.jsonl")  # the study's 720 (docs/results.md)
 SPLITS = ("train", "dev", "test")
 PAIR_SAMPLER = Sampler(temperature=1.0, top_p=0.95)  # two different samples per prompt, as PARM's data
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -129,9 +129,9 @@ def write_splits(rows: list[dict], prompt_of_row: list[int], prompts: list[str],
 
 
 def make_data(base_dir: str, out_dir: str, *, prompts_file: str = PROMPTS,
-              objectives: tuple = ("brevity", "informativeness", "tone"), limit: int | None = None,
-              splits: tuple[float, ...] = (0.8, 0.05, 0.15), max_new_tokens: int = defaults.SMALL_TASK_NEW_TOKENS,
-              samples: int = 2, degeneracy=None, sampler: Sampler = PAIR_SAMPLER, seed: int = 0,
+              objectives: tuple = ("readability", "relevance", "vader"), limit: int | None = None,
+              splits: tuple[float, ...] = (0.8, 0.05, 0.15), max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+              samples: int = 4, degeneracy=None, sampler: Sampler = PAIR_SAMPLER, seed: int = 0,
               template: str = defaults.TEMPLATE, batch_size: int = 32, dtype: str = defaults.DTYPE,
               log=print) -> dict:
     """`uniarm make-data`: the pairs, labelled and split into `out_dir`; returns the summary it also
@@ -145,12 +145,13 @@ def make_data(base_dir: str, out_dir: str, *, prompts_file: str = PROMPTS,
     if len(splits) != len(SPLITS):
         raise ConfigError(f"splits {list(splits)} needs three fractions train,dev,test, e.g. 0.8,0.05,0.15")
     rule = DegeneracyRule.from_spec(degeneracy)
-    scorers = make_scorers(scorer_specs(list(objectives)))
+    specs = scorer_specs(list(objectives))
     prompts = read_prompts(prompts_file)
     if limit:
         prompts = prompts[:limit]
     part_of = {int(i): name for name, indices in split_indices(len(prompts), list(splits), seed, SPLITS,
                                                                 f"{prompts_file} (prompts)").items() for i in indices}
+    scorers = make_scorers(specs)  # after the cheap checks: a library scorer may load a model
     handle = load_pretrained(base_dir, dtype=dtype)
     tokenizer = load_tokenizer(base_dir)
     responses = sample_responses(handle, tokenizer, prompts, samples=samples, template=template,
