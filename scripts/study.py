@@ -13,8 +13,8 @@ Steps:
   curves              dev accuracy by training step of every ARM (dev_curves.png), the healing's dev nats
   ends                how each trained ARM rates ending: its log-prob of EOS where the base's dev samples
                       ended, beside its base's (ends.json per experiment)
-  anchor_sweep        GenARM readability at anchors λ = 3 and 1, its EOS and its dev readability beside
-                      λ = 10's (docs/results/study/probes/anchor/)
+  anchor_sweep        GenARM readability at anchors λ = 10, 3 and 1: its EOS and its dev readability
+                      (runs/study/probes/, docs/results/study/probes/anchor/)
   status              what is done: each ARM trained, training (its last checkpoint) or not started, and
                       each evaluation's finished rows per method
 
@@ -69,7 +69,7 @@ EXPERIMENTS = {
 COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uniarm_weighted_vote", "parm"],
            ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"]]
 EVAL = {"template": "chat", "max_new_tokens": 128, "temperature": 0.0, "degeneracy": True, "batch_size": 64}
-ANCHORS = (3.0, 1.0)  # anchor_sweep's λ
+ANCHORS = (10.0, 3.0, 1.0)  # anchor_sweep's λ
 SWEEP_WEIGHTS = (0.5, 1.0, 2.0)
 GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
 REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
@@ -267,7 +267,7 @@ def anchor_sweep() -> None:
     first, left every ARM at its base), then on the dev prompts at α = (1, 0) (the relevance ARM at
     weight 0) at each guidance weight of SWEEP_WEIGHTS, beside λ = 10's: how far readability moves,
     and whether the guided answers still end (ends.json)."""
-    arms = {10.0: os.path.join(arm_dir("same", "genarm_readability"), "adapter")}
+    arms = {}
     for anchor in ANCHORS:
         out = os.path.join(RUNS, "probes", f"anchor_{anchor:g}", "genarm_readability")
         if not os.path.isfile(os.path.join(out, "adapter", "adapter_config.json")):
@@ -276,10 +276,15 @@ def anchor_sweep() -> None:
         arms[anchor] = os.path.join(out, "adapter")
     out_dir = os.path.join(RESULTS, "probes", "anchor")
     os.makedirs(out_dir, exist_ok=True)
+    from uniarm_jax.eval.plots import dev_curves
+
+    dev_curves({f"anchor_{a:g}": (os.path.join(os.path.dirname(p), "metrics.jsonl"), ["readability"])
+                for a, p in arms.items()}, os.path.join(out_dir, "dev_curves.png"), title="GenARM readability by λ")
     if not os.path.isfile(os.path.join(out_dir, "ends.json")):
         with open(os.path.join(out_dir, "ends.json"), "w") as f:
             json.dump(eos_report("same", {f"anchor_{a:g}": p for a, p in arms.items()}, K2), f, indent=1)
-    relevance = os.path.join(arm_dir("same", "genarm_relevance"), "adapter")
+    relevance = os.path.join(RUNS, "probes", "anchor_10", "genarm_relevance", "adapter")  # trained by the study
+    # at λ = 10 before the sweep (it weighs 0 at α = (1, 0))
     methods = {f"anchor_{a:g}@{w}": {"arms": [portable(p), portable(relevance)], "arm_weights": [w, w]}
                for a, p in sorted(arms.items()) for w in SWEEP_WEIGHTS}
     if not set(methods) <= reported(out_dir):
