@@ -71,3 +71,7 @@ def test_study_evaluation_configs_load_and_name_the_data_objectives(tmp_path, mo
         assert [make_scorer(s).name for s in scorer_specs(config.objectives) if s["kind"] != "relevance"] == \
             [o for o in objectives if o != "relevance"]  # relevance's model is not loaded here
         assert all(a in methods or a == "base" for pair in config.compare for a in pair) and config.compare
+    sweep = load_eval_config(study.eval_config("k2_same_size", "data/study/dev_prompts.jsonl", str(tmp_path / "sweep"),
+                                               {"genarm": {"arms": study.arms("k2_same_size", "genarm")}},
+                                               prefs=[[1.0, 0.0]]))  # anchor_sweep's: one α instead of the grid
+    assert [list(p) for p in sweep.prefs] == [[1.0, 0.0]]
