@@ -265,8 +265,10 @@ def ends() -> None:
 def anchor_sweep() -> None:
     """GenARM readability trained at the full budget for each anchor λ of ANCHORS (λ = 10, the study's
     first, left every ARM at its base), then on the dev prompts at α = (1, 0) (the relevance ARM at
-    weight 0) at each guidance weight of SWEEP_WEIGHTS, beside λ = 10's: how far readability moves,
-    and whether the guided answers still end (ends.json)."""
+    weight 0) at each guidance weight of SWEEP_WEIGHTS: how far readability moves, and whether the
+    guided answers still end (ends.json)."""
+    from uniarm_jax.eval.plots import dev_curves
+
     arms = {}
     for anchor in ANCHORS:
         out = os.path.join(RUNS, "probes", f"anchor_{anchor:g}", "genarm_readability")
@@ -276,8 +278,6 @@ def anchor_sweep() -> None:
         arms[anchor] = os.path.join(out, "adapter")
     out_dir = os.path.join(RESULTS, "probes", "anchor")
     os.makedirs(out_dir, exist_ok=True)
-    from uniarm_jax.eval.plots import dev_curves
-
     dev_curves({f"anchor_{a:g}": (os.path.join(os.path.dirname(p), "metrics.jsonl"), ["readability"])
                 for a, p in arms.items()}, os.path.join(out_dir, "dev_curves.png"), title="GenARM readability by λ")
     if not os.path.isfile(os.path.join(out_dir, "ends.json")):
