@@ -139,10 +139,12 @@ def test_distil_loss_is_numpy_nats_per_response_token():
 @pytest.mark.parametrize("method", ["genarm", "parm", "uniarm"])
 def test_the_anchor_adds_the_scored_responses_nll_per_token(method):
     """`anchor` adds its weight × the negative log-prob per token of every response each method
-    scored (UniARM dim_global: under all k + 1 conditionings); at 0 the loss is the paper's exactly."""
+    scored (UniARM dim_global: under all k + 1 conditionings), times the pair loss's number of
+    one-objective terms (UniARM's L_dim and L_glob: 2 at λ_dim = λ_glob = 1; here 0.5 + 1); at 0 the
+    loss is the paper's exactly."""
     batch = make_batch(seed=7)
-    plain, metrics = run(ObjectiveConfig(method=method, betas=(0.5, 0.01)), batch, seed=8)
-    anchored, _ = run(ObjectiveConfig(method=method, betas=(0.5, 0.01), anchor=0.3), batch, seed=8)
+    plain, metrics = run(ObjectiveConfig(method=method, betas=(0.5, 0.01), lambda_dim=0.5), batch, seed=8)
+    anchored, _ = run(ObjectiveConfig(method=method, betas=(0.5, 0.01), lambda_dim=0.5, anchor=0.3), batch, seed=8)
     tokens = batch["target_mask"].sum()
     if method == "genarm":
         prefs = [None]
@@ -153,7 +155,8 @@ def test_the_anchor_adds_the_scored_responses_nll_per_token(method):
             np.asarray(sample_dirichlet(jax.random.key(8), 0.5, K, (B,)))]
     nll = -sum(numpy_lp(batch, p).sum() for p in prefs) / (tokens * len(prefs))
     assert float(metrics["nll_per_token"]) == pytest.approx(nll, rel=1e-5)
-    assert anchored == pytest.approx(plain + 0.3 * nll, rel=1e-5)
+    terms = 1.5 if method == "uniarm" else 1.0
+    assert anchored == pytest.approx(plain + 0.3 * terms * nll, rel=1e-5)
     with pytest.raises(ConfigError, match="objective.anchor=-1.0; expected a weight of at least 0"):
         ObjectiveConfig(anchor=-1.0)
     with pytest.raises(ConfigError, match="objective.anchor is read by the pair losses"):

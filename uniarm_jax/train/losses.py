@@ -41,7 +41,7 @@ class ObjectiveConfig:
     lambda_glob: float = 1.0
     reading: str = "dim_global"     # UniARM: "dim_global" (default, docs/results.md) or "weighted_vote"
     teacher: str | None = None      # distil: a Hugging Face model directory to match token by token (KL)
-    anchor: float = 0.0             # weight of the responses' NLL per token: a KL anchor to the base (objective_loss)
+    anchor: float = 0.0             # λ of the KL anchor to the base, per unit of pair loss (objective_loss)
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -65,6 +65,13 @@ class ObjectiveConfig:
     @property
     def num_objectives(self) -> int:
         return len(self.betas)
+
+    @property
+    def pair_loss_weight(self) -> float:
+        """How many one-objective Bradley–Terry losses the pair loss adds up: UniARM's L_dim and L_glob
+        are each that size (weighted by λ_dim, λ_glob), GenARM's and PARM's loss is one. The anchor is
+        scaled by it, so one λ holds every method to its base equally hard."""
+        return self.lambda_dim + self.lambda_glob if self.method == "uniarm" else 1.0
 
 
 # ------------------------------------------------------------------------------------- log-probs
@@ -292,8 +299,9 @@ OBJECTIVES = {"genarm": genarm_loss, "parm": parm_loss, "uniarm": uniarm_loss, "
 
 
 def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
-    """`(loss, metrics)` of the configured method, plus `cfg.anchor` × the mean negative log-prob per
-    response token of every response the method scored (`nll_per_token`, always reported).
+    """`(loss, metrics)` of the configured method, plus `cfg.anchor` × `cfg.pair_loss_weight` × the mean
+    negative log-prob per response token of every response the method scored (`nll_per_token`, always
+    reported).
 
     The pair losses are DPO without a reference model: nothing holds the ARM's likelihood where it
     was, and a token both responses of a pair share (the EOS that ends them) drifts freely; the
@@ -311,4 +319,4 @@ def objective_loss(logprob_fn, batch: dict, rng, cfg: ObjectiveConfig):
 
     loss, metrics = OBJECTIVES[cfg.method](recording, batch, rng, cfg)
     nll = -sum(lp for lp, _ in scored) / jnp.maximum(sum(n for _, n in scored), 1.0)
-    return loss + cfg.anchor * nll, metrics | {"nll_per_token": nll}
+    return loss + cfg.anchor * cfg.pair_loss_weight * nll, metrics | {"nll_per_token": nll}
