@@ -48,6 +48,19 @@ def test_format_2_records_a_fingerprint_and_the_path_only_as_a_hint(trained):
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", meta["base"]["weights"])
 
 
+def test_a_base_under_home_is_recorded_as_a_path_from_home(tmp_path, monkeypatch):
+    """A committed adapter trained on the project's cache names no one's machine: the hint under $HOME
+    is written `~/…` and read back under this machine's $HOME (where find_base then looks)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    make_tiny_llama(tmp_path / "home" / "cache" / "base")
+    arm = init_adapter(uniarm_jax.load_pretrained(str(tmp_path / "home" / "cache" / "base")), AdapterConfig())
+    save_adapter(arm, str(tmp_path / "arm"))
+    assert json.load(open(tmp_path / "arm" / "adapter_config.json"))["base_path_hint"] == "~/cache/base"
+    assert read_adapter(str(tmp_path / "arm")).base_hint == str(tmp_path / "home" / "cache" / "base")
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    assert read_adapter(str(tmp_path / "arm")).base_hint == str(tmp_path / "elsewhere" / "cache" / "base")
+
+
 def test_an_adapter_loads_onto_its_base_at_any_path_and_in_any_dtype(trained, tmp_path):
     root, arm = trained
     ids = np.random.RandomState(0).randint(0, 96, (2, 9))

@@ -52,9 +52,11 @@ def test_demo_prints_scored_responses_and_writes_the_front(smollm2_dir, tmp_path
 
 def test_the_demo_adapter_carries_no_machine_path_and_finds_smollm2_by_fingerprint(smollm2_dir):
     """The committed adapter records SmolLM2 by fingerprint (format 2), no path of the machine that
-    trained it: `make demo`'s freshly prepared SmolLM2, wherever the cache is, is its base."""
+    trained it (at most the project's cache under `~`): `make demo`'s freshly prepared SmolLM2,
+    wherever the cache is, is its base."""
     meta = json.load(open(f"{DEMO_ARM}/adapter_config.json"))
-    assert meta["format"] == "uniarm_jax.adapter/2" and meta["base_path_hint"] is None
+    assert meta["format"] == "uniarm_jax.adapter/2"
+    assert meta["base_path_hint"] in (None, "~/.cache/uniarm_jax/SmolLM2-135M-Instruct")
     assert meta["base_name"] == "SmolLM2-135M-Instruct" and '"/' not in json.dumps(meta)  # no absolute path
     arm = load_adapter(load_pretrained(smollm2_dir), DEMO_ARM)
     assert arm.adapter_config.kind == "moslora" and arm.path == smollm2_dir

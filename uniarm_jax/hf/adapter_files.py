@@ -3,7 +3,8 @@ fingerprint and what it learnt, + `adapter.safetensors`, float32, stacked over l
 orbax or this code), and PEFT LoRA directories (`hf/peft.py`), read as the same kind of record.
 
 Format 2 records its base by fingerprint (`hf/fingerprint.py`), with the path it was trained at only
-as a hint: it loads onto the same model wherever it lies. Format 1 (its base's shape fields and
+as a hint (under $HOME written `~/…`, so a committed adapter names no one's machine): it loads onto the
+same model wherever it lies. Format 1 (its base's shape fields and
 absolute path) is still read.
 """
 
@@ -64,8 +65,13 @@ def save_adapter(handle, out_dir: str, objectives=None) -> None:
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
         json.dump({"format": ADAPTER_FORMAT, "adapter": handle.adapter_config.to_dict(), "base": base,
                    "base_name": os.path.basename(os.path.normpath(handle.path)),
-                   "base_path_hint": os.path.abspath(handle.path),
+                   "base_path_hint": _home_relative(handle.path),
                    "objectives": None if objectives is None else list(objectives)}, f, indent=2)
+
+
+def _home_relative(path: str) -> str:
+    path, home = os.path.abspath(path), os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
 
 
 def read_adapter(adapter_dir: str, num_layers: int | None = None) -> AdapterRecord:
@@ -94,8 +100,9 @@ def read_adapter(adapter_dir: str, num_layers: int | None = None) -> AdapterReco
         hint = meta.get("base_path")
         name = os.path.basename(os.path.normpath(hint)) if hint else "its base"
         return AdapterRecord(adapter_dir, FORMAT_1, acfg, meta["base"], name, hint, meta.get("objectives"))
+    hint = meta.get("base_path_hint")
     return AdapterRecord(adapter_dir, ADAPTER_FORMAT, acfg, meta["base"], meta["base_name"],
-                         meta.get("base_path_hint"), meta.get("objectives"))
+                         hint and os.path.expanduser(hint), meta.get("objectives"))
 
 
 def load_adapter(handle, adapter_dir: str):
