@@ -34,6 +34,9 @@ from uniarm_jax.model.projections import NAMES as TARGETS
 
 KINDS = ("lora", "pblora", "moslora")
 MODULATIONS = ("scale_shift", "scale")
+# the parameters α acts through (MoSLoRA's modulation G, H or its conditioning MLP; PBLoRA's θ2): the
+# ones `optim.preference_lr_ratio` speeds up
+PREFERENCE_PARAMS = frozenset({"G", "H", "C1", "c1", "C2", "c2", "theta2"})
 CONDITIONINGS = ("linear", "mlp")
 MLP_HIDDEN = 16  # the conditioning MLP's width: k -> 16 -> 2r per adapted projection
 

@@ -57,10 +57,16 @@ class OptimSection:
     warmup_steps: int = 20
     weight_decay: float = 0.05
     grad_clip: float | None = 1.0
+    preference_lr_ratio: float = 1.0    # the rate of the parameters α acts through, over learning_rate
     batch_size: int = 32                # global batch (pairs) per optimizer step
     micro_batches: int = 1              # gradient accumulation: batch_size / micro_batches pairs per forward
     epochs: int = 2
     max_steps: int | None = None
+
+    def __post_init__(self):
+        if not self.preference_lr_ratio > 0:
+            raise ConfigError(f"optim.preference_lr_ratio is {self.preference_lr_ratio}; expected a positive "
+                              "multiple of optim.learning_rate")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,7 +137,7 @@ def train(config: RunConfig, log=print) -> dict:
     teacher = load_teacher(ocfg.teacher, base, model, mesh)
     params = base.params if teacher is None else (base.params, teacher.params)
     optimizer, schedule = make_optimizer(optim.learning_rate, optim.warmup_steps, data.total_steps,
-                                         optim.weight_decay, optim.grad_clip)
+                                         optim.weight_decay, optim.grad_clip, optim.preference_lr_ratio)
     steps = ArmSteps(base.config, acfg, ocfg, optimizer, mesh, optim.micro_batches,
                      teacher=None if teacher is None else teacher.config)
     state = jax.device_put(init_state(init_adapter(base, acfg, seed=run.seed).adapter, optimizer), steps.replicated)

@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from uniarm_jax.errors import ConfigError
-from uniarm_jax.model.adapters import AdapterConfig
+from uniarm_jax.model.adapters import PREFERENCE_PARAMS, AdapterConfig
 from uniarm_jax.model.config import LlamaConfig
 from uniarm_jax.model.llama import Llama
 from uniarm_jax.model.sharding import param_shardings
@@ -26,13 +26,25 @@ from uniarm_jax.train.losses import ObjectiveConfig, model_distil_fn, model_logp
 
 
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, weight_decay: float,
-                   grad_clip: float | None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warm-up and cosine decay to 0 (docs/methods.md §2), global-norm clipping first (our choice).
-    Returns the optimizer and its learning-rate schedule (for logging)."""
+                   grad_clip: float | None, preference_lr_ratio: float = 1.0
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warm-up and cosine decay to 0 (docs/methods.md §1.4), global-norm clipping first (our
+    choice), and the preference parameters (PREFERENCE_PARAMS) at `preference_lr_ratio` times the rate: their
+    gradient passes through the adapter's zero-initialised output factor, so at one rate they stay near
+    their start and the ARM barely responds to α (docs/methods.md §1.4). Returns the optimizer and its
+    learning-rate schedule (for logging)."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
                                                   max(total_steps, warmup_steps + 1), end_value=0.0)
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
-    return optax.chain(*parts, optax.adamw(schedule, weight_decay=weight_decay)), schedule
+    parts.append(optax.adamw(schedule, weight_decay=weight_decay))
+    if preference_lr_ratio != 1.0:  # AdamW's whole update (decay included) scaled: the rate times the ratio
+        parts.append(optax.masked(optax.scale(preference_lr_ratio), preference_mask))
+    return optax.chain(*parts), schedule
+
+
+def preference_mask(adapter: dict) -> dict:
+    """True at the adapter's preference parameters (PREFERENCE_PARAMS)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key in PREFERENCE_PARAMS, adapter)
 
 
 def init_state(adapter: dict, optimizer: optax.GradientTransformation) -> dict:
