@@ -149,7 +149,7 @@ def train(config: RunConfig, log=print) -> dict:
     if jax.process_index() == 0:
         with open(os.path.join(out_dir, "config.yaml"), "w") as f:
             yaml.safe_dump(to_dict(config), f, sort_keys=False)
-    metrics_log = MetricsLog(out_dir, run.tensorboard)
+    metrics_log = MetricsLog(out_dir, run.tensorboard, int(state["step"]))
     progress = None
     if run.progress and jax.process_index() == 0:
         from tqdm import tqdm

@@ -12,9 +12,17 @@ import numpy as np
 class MetricsLog:
     """Metrics as JSON lines (and TensorBoard scalars), written by process 0 only."""
 
-    def __init__(self, out_dir: str, tensorboard: bool):
+    def __init__(self, out_dir: str, tensorboard: bool, resumed_step: int = 0):
+        """A resumed run (from the checkpoint at `resumed_step`) drops the rows logged after that step
+        before it goes on, so every step is logged once (the steps redone log the same numbers)."""
         self.active = jax.process_index() == 0
-        self.file = open(os.path.join(out_dir, "metrics.jsonl"), "a") if self.active else None
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if self.active and os.path.isfile(path):
+            with open(path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resumed_step]
+            with open(path, "w") as f:
+                f.writelines(kept)
+        self.file = open(path, "a") if self.active else None
         self.tb = None
         if self.active and tensorboard:
             from tensorboardX import SummaryWriter
