@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from tests.cli_runner import run_uniarm
-from uniarm_jax.commands.demo import DEMO_ARM, TEST_PROMPTS
+from uniarm_jax.commands.demo import DEMO_ARM, DEMO_PROMPTS
 from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
 from uniarm_jax.decode.rollout import guided_generate
 from uniarm_jax.eval.scoring import make_scorers, scorer_specs
@@ -34,7 +34,7 @@ def test_demo_prints_scored_responses_and_writes_the_front(smollm2_dir, tmp_path
     assert "different responses per prompt across the 11 α: [" in printed
 
     rows = [json.loads(line) for line in open(tmp_path / "samples" / "uniarm.jsonl")]
-    prompt = json.loads(open(TEST_PROMPTS).readline())["prompt"]
+    prompt = json.loads(open(DEMO_PROMPTS).readline())["prompt"]
     row = next(r for r in rows if r["prompt"] == prompt and r["pref"] == [0.0, 1.0])
     base = load_pretrained(smollm2_dir)
     tokenizer = load_tokenizer(smollm2_dir)

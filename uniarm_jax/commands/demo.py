@@ -1,11 +1,12 @@
 """`uniarm demo` (the README's main command): one UniARM steering the real SmolLM2-135M-Instruct.
 
 It loads the base and the UniARM adapter committed in `demo/uniarm_smollm2` (trained by this project's
-own `uniarm train`; `demo/README.md` records the command), generates for a few held-out prompts of the
-study (`docs/results.md`) under the 11-point preference grid, prints the responses and their
-per-objective scores at three α, how many different responses each prompt got across α and the share
-of degenerate ones, and writes the Pareto front (plot, tables, every sample) as `uniarm evaluate`
-does, degenerate responses scoring as failures and the failure values as the reference point.
+own `uniarm train`; `demo/README.md` records the command), generates for the prompts of
+`demo/prompts.jsonl` (held-out test prompts of the study; `demo/README.md` says which) under the
+11-point preference grid, prints the responses and their per-objective scores at three α, how many
+different responses each prompt got across α and the share of degenerate ones, and writes the Pareto
+front (plot, tables, every sample) as `uniarm evaluate` does, degenerate responses scoring as failures
+and the failure values as the reference point.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from uniarm_jax.commands import options
 from uniarm_jax.errors import ConfigError
 
 DEMO_ARM = os.path.join(defaults.REPO, "demo", "uniarm_smollm2")
-TEST_PROMPTS = os.path.join(defaults.REPO, "data", "study", "test_prompts.jsonl")
+DEMO_PROMPTS = os.path.join(defaults.REPO, "demo", "prompts.jsonl")
 SHOWN_PREFS = ((1.0, 0.0), (0.5, 0.5), (0.0, 1.0))
-ARM_WEIGHT = 1.0  # the UniARM's guidance weight: the committed adapter's, as demo/README.md shows it
+ARM_WEIGHT = 0.5  # the UniARM's guidance weight: the committed adapter's, as demo/README.md shows it
 
 
-def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = TEST_PROMPTS, num_prompts: int = 8, show: int = 3,
+def run_demo(arm_dir: str = DEMO_ARM, prompts_file: str = DEMO_PROMPTS, num_prompts: int = 8, show: int = 3,
              max_new_tokens: int = defaults.MAX_NEW_TOKENS, arm_weight: float = ARM_WEIGHT, seed: int = 0,
              dtype: str = defaults.DTYPE, out_dir: str = "demo_out", log=print) -> dict:
     """The demo: returns what went into `out_dir/results.json`."""
@@ -97,7 +98,7 @@ def demo(args) -> None:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="a UniARM steering SmolLM2-135M-Instruct across preference vectors")
     p.add_argument("--arm", default=DEMO_ARM, help="a UniARM/PARM adapter directory on SmolLM2 with two objectives")
-    p.add_argument("--prompts", default=TEST_PROMPTS, help='JSON lines {"prompt": ...}')
+    p.add_argument("--prompts", default=DEMO_PROMPTS, help='JSON lines {"prompt": ...}')
     p.add_argument("--num-prompts", type=int, default=8, help="how many prompts the Pareto front averages over")
     p.add_argument("--show", type=int, default=3, help="how many prompts to print responses for")
     p.add_argument("--max-new-tokens", type=int, default=defaults.MAX_NEW_TOKENS)
