@@ -123,6 +123,25 @@ def test_sigkill_and_resume_end_with_the_uninterrupted_weights(task, tmp_path):
         assert killed == straight, split
 
 
+def test_a_changed_preference_rate_resumes_a_lora_and_refuses_a_moslora_naming_the_key(task, tmp_path):
+    """A plain LoRA (GenARM) has no preference parameters, so `optim.preference_lr_ratio` does not enter
+    its state and its checkpoint resumes under another ratio; a MoSLoRA's optimizer state changes with
+    the ratio, and resuming it under another is refused with the key that changed, not orbax's tree dump."""
+    lora = {"adapter.kind": "lora", "objective.method": "genarm", "objective.objective": 0}
+    for extra, out in ((lora, tmp_path / "lora"), ({}, tmp_path / "moslora")):
+        code, _, err = uniarm_train(overrides(task, out, **extra, **{"optim.max_steps": 2}))
+        assert code == 0, err
+        code, out_text, err = uniarm_train(overrides(task, out, **extra, **{"optim.max_steps": 4,
+                                                                          "optim.preference_lr_ratio": 16}))
+        if extra:
+            assert code == 0 and f"resumed from {out / 'checkpoints'} step 2" in out_text + err, err
+        else:
+            assert code == 2, err
+            message = err.strip().splitlines()[-1]
+            assert "step 2 holds a train state of another layout" in message, message
+            assert "optim.preference_lr_ratio 1.0 -> 16.0" in message and "optim.max_steps 2 -> 4" in message, message
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(task, tmp_path):
     code, _, err = uniarm_train(overrides(task, tmp_path, **{"optim.learning_rate": 1e30, "optim.grad_clip": "null",
                                                            "run.save_every": 1, "adapter.dropout": 0.0}))

@@ -97,11 +97,25 @@ class Checkpoints:
         if step is None:
             return state
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        except ValueError as e:  # orbax's: the saved state's tree or shapes are not this config's
+            if "do not match" not in str(e) and "shape" not in str(e):
+                raise
+            raise ConfigError(f"{self.dir} step {step} holds a train state of another layout than this config's "
+                              f"(changed since it was written: {self._changed_keys(step)}); resume with the "
+                              "config it was written with, or train into a new run.out_dir") from None
         batches.restore(restored["data"])
         log(f"resumed from {self.dir} step {step}")
         return restored["state"]
+
+    def _changed_keys(self, step: int) -> str:
+        saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        changed = [f"{section}.{key} {saved.get(section, {}).get(key)!r} -> {value!r}"
+                   for section, values in self.config.items() if isinstance(values, dict) and section != "run"
+                   for key, value in values.items() if saved.get(section, {}).get(key) != value]
+        return ", ".join(changed) or "no key"
 
     def save(self, step: int, state: dict, batches: PreferenceBatches) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -136,8 +150,11 @@ def train(config: RunConfig, log=print) -> dict:
                            remat=model.remat, quantize=model.quantize)
     teacher = load_teacher(ocfg.teacher, base, model, mesh)
     params = base.params if teacher is None else (base.params, teacher.params)
+    # a plain LoRA (GenARM) has no preference parameters: its optimizer is AdamW alone at any ratio,
+    # so its state (and its checkpoints) do not depend on the ratio
     optimizer, schedule = make_optimizer(optim.learning_rate, optim.warmup_steps, data.total_steps,
-                                         optim.weight_decay, optim.grad_clip, optim.preference_lr_ratio)
+                                         optim.weight_decay, optim.grad_clip,
+                                         optim.preference_lr_ratio if acfg.takes_pref else 1.0)
     steps = ArmSteps(base.config, acfg, ocfg, optimizer, mesh, optim.micro_batches,
                      teacher=None if teacher is None else teacher.config)
     state = jax.device_put(init_state(init_adapter(base, acfg, seed=run.seed).adapter, optimizer), steps.replicated)
