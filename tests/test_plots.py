@@ -95,20 +95,20 @@ def test_refused_inputs(tmp_path, fronts, objectives, base, message):
     assert os.listdir(tmp_path) == []
 
 
-def test_dev_curves_are_the_mean_dev_accuracy_by_step(tmp_path):
+def test_dev_curves_are_the_mean_dev_accuracy_and_the_relative_dev_loss_by_step(tmp_path):
     from uniarm_jax.eval.plots import dev_curves
 
     rows = [{"step": 0, "split": "dev", "accuracy/a": 0.5, "accuracy/b": 0.4, "loss": 0.7},
             {"step": 10, "split": "train", "accuracy/a": 0.9, "accuracy/b": 0.9},        # train rows are left out
-            {"step": 10, "split": "dev", "accuracy/a": 0.7, "accuracy/b": 0.5},
-            {"step": 20, "split": "dev", "accuracy/a": 0.75, "accuracy/b": 0.65},
-            {"step": 10, "split": "dev", "accuracy/a": 0.7, "accuracy/b": 0.5}]           # logged again on resume
+            {"step": 10, "split": "dev", "accuracy/a": 0.7, "accuracy/b": 0.5, "loss": 0.56},
+            {"step": 20, "split": "dev", "accuracy/a": 0.75, "accuracy/b": 0.65, "loss": 0.35},
+            {"step": 10, "split": "dev", "accuracy/a": 0.7, "accuracy/b": 0.5, "loss": 0.56}]  # logged again on resume
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     curves = dev_curves({"uniarm": (str(path), None), "genarm_b": (str(path), ["b"])}, str(tmp_path / "curves.png"))
-    np.testing.assert_allclose(curves["uniarm"], [[0, 0.45], [10, 0.6], [20, 0.7]])
-    np.testing.assert_allclose(curves["genarm_b"], [[0, 0.4], [10, 0.5], [20, 0.65]])  # its own objective only
-    assert matplotlib.image.imread(tmp_path / "curves.png").shape[:2] == (600, 720)
+    np.testing.assert_allclose(curves["uniarm"], [[0, 0.45, 1.0], [10, 0.6, 0.8], [20, 0.7, 0.5]], rtol=1e-12)
+    np.testing.assert_allclose(curves["genarm_b"][:, :2], [[0, 0.4], [10, 0.5], [20, 0.65]])  # its own objective
+    assert matplotlib.image.imread(tmp_path / "curves.png").shape[:2] == (600, 1440)
     (tmp_path / "empty.jsonl").write_text(json.dumps({"step": 1, "split": "train", "loss": 1.0}) + "\n")
     with pytest.raises(ConfigError, match="holds no dev accuracy"):
         dev_curves({"x": (str(tmp_path / "empty.jsonl"), None)}, str(tmp_path / "x.png"))

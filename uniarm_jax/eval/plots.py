@@ -98,10 +98,13 @@ def pareto_plots(fronts: dict[str, dict], objectives: list[str], out_dir: str, t
 
 
 def dev_curves(runs: dict[str, tuple[str, list | None]], out_path: str, title: str = "") -> dict[str, np.ndarray]:
-    """Dev implied-reward accuracy against the training step, one curve per run (name -> its
-    `metrics.jsonl` and the objectives it learns, None: all): the mean of those `accuracy/<objective>`
-    entries at each dev evaluation (a GenARM ARM is read on its own objective), so a reader sees where
-    training stopped improving. Returns the plotted `[evaluations, 2]` arrays."""
+    """Dev implied-reward accuracy and dev loss against the training step, one curve per run (name -> its
+    `metrics.jsonl` and the objectives it learns, None: all). The accuracy is the mean of those
+    `accuracy/<objective>` entries at each dev evaluation (a GenARM ARM is read on its own objective);
+    the loss is the whole training objective, as a fraction of its value at the first evaluation, since
+    each method's loss has its own scale. With 80-odd dev pairs the accuracy moves in steps of ~0.01
+    and is noisy; the loss shows where training stopped improving. Returns the plotted
+    `[evaluations, 3]` arrays (step, accuracy, relative loss)."""
     curves = {}
     for name, (path, objectives) in runs.items():
         rows = []
@@ -110,19 +113,24 @@ def dev_curves(runs: dict[str, tuple[str, list | None]], out_path: str, title: s
             accuracies = [v for k, v in row.items() if k.startswith("accuracy/")
                           and (objectives is None or k.removeprefix("accuracy/") in objectives)]
             if row.get("split") == "dev" and accuracies:
-                rows.append((row["step"], float(np.mean(accuracies))))
+                rows.append((row["step"], (float(np.mean(accuracies)), float(row.get("loss", np.nan)))))
         if not rows:
             raise ConfigError(f"{path} holds no dev accuracy; expected the metrics.jsonl of a `uniarm train` run")
-        curves[name] = np.array(sorted(dict(rows).items()), np.float64)  # a resumed run logs a step again
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    ax = fig.add_subplot()
+        xy = np.array([(step, *v) for step, v in sorted(dict(rows).items())], np.float64)  # a resume logs again
+        xy[:, 2] /= xy[0, 2]
+        curves[name] = xy
+    fig = Figure(figsize=(2 * FIGSIZE[0], FIGSIZE[1]), dpi=DPI)
+    accuracy, loss = fig.subplots(1, 2)
     for name, xy in curves.items():
-        ax.plot(xy[:, 0], xy[:, 1], "-o", markersize=3, label=name, gid=name)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("dev implied-reward accuracy (mean over objectives)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+        accuracy.plot(xy[:, 0], xy[:, 1], "-o", markersize=3, label=name, gid=name)
+        loss.plot(xy[:, 0], xy[:, 2], "-o", markersize=3, label=name, gid=f"{name}/loss")
+    accuracy.set_ylabel("dev implied-reward accuracy (mean over objectives)")
+    loss.set_ylabel("dev loss / its value at the first evaluation")
+    for ax in (accuracy, loss):
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    accuracy.legend(fontsize="small")
+    fig.suptitle(title)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path)
     return curves
