@@ -8,6 +8,7 @@ import os
 from uniarm_jax import defaults
 from uniarm_jax.errors import ConfigError, MissingFileError
 from uniarm_jax.hf.checkpoints import export_hf, load_params
+from uniarm_jax.hf.tokenizer import Tokenizer
 from uniarm_jax.model.config import DTYPES, LlamaConfig
 from uniarm_jax.model.handle import ModelHandle
 from uniarm_jax.model.quantize import check_quantize
@@ -30,12 +31,16 @@ def load_pretrained(hf_dir: str, dtype: str = defaults.DTYPE, mesh=None, compute
 
 
 def load_tokenizer(hf_dir: str):
-    """The tokenizer saved beside the weights. No code from the directory is ever run."""
-    from transformers import AutoTokenizer
-
+    """The tokenizer saved beside the weights: its `tokenizer.json` read directly where transformers
+    would use it as is (`hf/tokenizer.py`: no torch import), else transformers' `AutoTokenizer`. No code
+    from the directory is ever run."""
     if not os.path.isdir(hf_dir):
         raise MissingFileError(f"tokenizer directory {hf_dir!r} does not exist")
-    return AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
+    tokenizer = Tokenizer.from_dir(hf_dir)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
+    return tokenizer
 
 
 def save_pretrained(handle: ModelHandle, out_dir: str, dtype: str | None = None) -> None:
