@@ -264,7 +264,8 @@ def _probe(kind: str) -> None:
     t = time.perf_counter()
     if kind == "jax-import":
         import jax
-        from transformers import AutoTokenizer  # noqa: F401  (load_tokenizer imports it)
+        import tokenizers  # noqa: F401  (load_tokenizer reads tokenizer.json with it)
+        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: F401
 
         import uniarm_jax.commands.main  # noqa: F401
         import uniarm_jax.decode  # noqa: F401
