@@ -2,7 +2,12 @@
 it continues where it stopped (every step is skipped when its output exists, `uniarm train` resumes
 from its last checkpoint and `uniarm evaluate` from its last finished row).
 
-    .venv/bin/python scripts/study.py [STEP ...]      (default: every step, in this order)
+    .venv/bin/python scripts/study.py [--commit] [STEP ...]      (default: every step, in this order)
+
+--commit commits the outputs as they are made, every 10 minutes while a command runs (the latest
+checkpoint of an unfinished training included) and when it ends: a session cut off mid-run then loses
+minutes, not the run. It commits the study's folders only, so it can run in the checkout a person is
+working in (scripts/commit_progress.py).
 
 Steps:
   data                the pairs: 4 samples of the base per prompt, scored, split by prompt (data/study/)
@@ -23,7 +28,7 @@ adapter and metrics.jsonl under runs/study/ (its checkpoints, and the full-size 
 weak models, are not: `heal` rebuilds the merged model from the committed healing adapter in a minute),
 and each evaluation's finished rows (generations/) and reports under docs/results/study/. A training
 cut by the end of a session resumes from its last checkpoint only if that checkpoint was committed
-(`git add -f runs/study/<setting>/<config>/checkpoints/<step>`).
+(`--commit` does it; by hand: `git add -f runs/study/<setting>/<config>/checkpoints/<step>`).
 
 An experiment goes method by method (UniARM's default first): it trains the method's ARMs (the same
 budget for every method), chooses its guidance weight on the dev prompts (never on test), then adds
@@ -38,6 +43,8 @@ import json
 import os
 import subprocess
 import sys
+
+from commit_progress import commit_progress  # scripts/, this script's sys.path[0]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIARM = os.environ.get("UNIARM", os.path.join(ROOT, ".venv", "bin", "uniarm"))
@@ -74,11 +81,30 @@ SWEEP_WEIGHTS = (0.5, 1.0, 2.0)
 GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
 REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
 SCORERS = {"readability": "readability", "relevance": "relevance", "sentiment": {"kind": "vader"}}  # by data name
+COMMIT = [False]  # --commit: outputs committed as they are made (scripts/commit_progress.py)
+COMMIT_EVERY = 600  # seconds between commits while a command runs
 
 
 def run(*args) -> None:
+    """Runs one `uniarm` command; with --commit, its outputs so far are committed every COMMIT_EVERY
+    seconds while it runs and once when it ends (scripts/commit_progress.py)."""
     print("+", " ".join(map(str, args)), flush=True)
-    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
+    process = subprocess.Popen([str(a) for a in args], cwd=ROOT)
+    label = " ".join(os.path.splitext(os.path.basename(str(a)))[0] for a in args[1:3])
+    while process.poll() is None:
+        try:
+            process.wait(timeout=COMMIT_EVERY)
+        except subprocess.TimeoutExpired:
+            save(f"Study progress: {label}, committed as it runs (scripts/study.py --commit)")
+    save(f"Study: {label} {'finished' if process.returncode == 0 else f'stopped ({process.returncode})'}")
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, args)
+
+
+def save(message: str) -> None:
+    if COMMIT[0] and (commit := commit_progress(ROOT, [os.path.relpath(d, ROOT) for d in (RUNS, RESULTS, DATA)],
+                                                message)):
+        print(f"committed {commit[:10]}: {message}", flush=True)
 
 
 def base_dir() -> str:
@@ -326,10 +352,12 @@ STEPS = {"data": data, "heal": heal, **{name: (lambda n=name: experiment(n)) for
 
 
 def main(argv: list[str]) -> None:
-    unknown = [s for s in argv if s not in STEPS]
+    COMMIT[0] = "--commit" in argv
+    steps = [s for s in argv if s != "--commit"]
+    unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        sys.exit(f"unknown step {unknown[0]!r}; expected some of {list(STEPS)}")
-    for step in argv or list(STEPS):
+        sys.exit(f"unknown step {unknown[0]!r}; expected some of {list(STEPS)} (and --commit)")
+    for step in steps or list(STEPS):
         STEPS[step]()
 
 

@@ -58,8 +58,9 @@ def test_study_evaluation_configs_load_and_name_the_data_objectives(tmp_path, mo
     from uniarm_jax.eval.evaluate import load_eval_config
     from uniarm_jax.eval.scoring import make_scorer, scorer_specs
 
-    spec = importlib.util.spec_from_file_location("study", os.path.join(os.path.dirname(__file__), "..", "scripts",
-                                                                         "study.py"))
+    scripts = os.path.join(os.path.dirname(__file__), "..", "scripts")
+    monkeypatch.syspath_prepend(scripts)  # as when it runs: its helpers beside it
+    spec = importlib.util.spec_from_file_location("study", os.path.join(scripts, "study.py"))
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     monkeypatch.setattr(study, "base_dir", lambda: str(tmp_path / "base"))

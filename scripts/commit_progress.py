@@ -1,0 +1,68 @@
+"""Commits the study's outputs as they are made (`scripts/study.py --commit`), so that a session cut off
+mid-run loses only the minutes since the last commit: a later session starts from what is committed,
+and an earlier one lost 110 training steps whose checkpoint had not been.
+
+What is committed: everything under the given folders that .gitignore admits (adapters, training logs,
+evaluation rows and reports), plus the latest checkpoint of each unfinished run (checkpoints are ignored
+otherwise); older committed checkpoints, and those of runs that have finished, leave the tree (their
+files stay on disk). Nothing else: the commit is built in a temporary index from HEAD, so whatever a
+person working in the same checkout has staged stays staged and out of it; the real index is then
+brought to the new HEAD for the study's folders only. HEAD moves only if it has not moved meanwhile
+(`git update-ref` with the old value): a commit that races a person's is retried next time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+
+def _git(root: str, *args, index: str | None = None) -> str:
+    env = dict(os.environ, GIT_INDEX_FILE=index) if index else None
+    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def latest_checkpoints(root: str, folder: str) -> list[str]:
+    """The newest complete checkpoint (a step folder; orbax writes elsewhere and renames when done) of
+    each run under `folder` that has no final adapter yet, relative to `root`."""
+    keep = []
+    for parent, dirs, _ in os.walk(os.path.join(root, folder)):
+        if os.path.basename(parent) != "checkpoints":
+            continue
+        dirs[:] = []  # nothing to find inside a run's checkpoints
+        finished = os.path.isfile(os.path.join(os.path.dirname(parent), "adapter", "adapter_config.json"))
+        steps = [int(d) for d in os.listdir(parent) if d.isdigit()]
+        if steps and not finished:
+            keep.append(os.path.relpath(os.path.join(parent, str(max(steps))), root))
+    return sorted(keep)
+
+
+def commit_progress(root: str, folders: list[str], message: str) -> str | None:
+    """Commits `folders` (relative to the repository `root`) as described above; returns the new
+    commit, or None when nothing changed or HEAD moved meanwhile."""
+    folders = [f for f in folders if os.path.isdir(os.path.join(root, f))]
+    head = _git(root, "rev-parse", "HEAD").strip()
+    keep = [c for f in folders for c in latest_checkpoints(root, f)]
+    tracked = _git(root, "ls-files", "-z", "--", *folders).split("\0") if folders else []
+    drop = sorted({p.split("/checkpoints/")[0] + "/checkpoints/" + p.split("/checkpoints/")[1].split("/")[0]
+                   for p in tracked if "/checkpoints/" in p} - set(keep))
+    with tempfile.TemporaryDirectory() as tmp:
+        index = os.path.join(tmp, "index")
+        _git(root, "read-tree", "HEAD", index=index)
+        if folders:
+            _git(root, "add", "-A", "--", *folders, index=index)
+        if keep:
+            _git(root, "add", "-f", "--", *keep, index=index)
+        if drop:
+            _git(root, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *drop, index=index)
+        tree = _git(root, "write-tree", index=index).strip()
+    if tree == _git(root, "rev-parse", "HEAD^{tree}").strip():
+        return None
+    commit = _git(root, "commit-tree", tree, "-p", head, "-m", message).strip()
+    try:
+        _git(root, "update-ref", "-m", "study: progress", "HEAD", commit, head)
+    except subprocess.CalledProcessError:
+        return None
+    _git(root, "reset", "-q", "--", *folders)  # the real index follows HEAD for these folders only
+    return commit
