@@ -90,7 +90,7 @@ def run(*args) -> None:
     seconds while it runs and once when it ends (scripts/commit_progress.py)."""
     print("+", " ".join(map(str, args)), flush=True)
     process = subprocess.Popen([str(a) for a in args], cwd=ROOT)
-    label = " ".join(os.path.splitext(os.path.basename(str(a)))[0] for a in args[1:3])
+    label = " ".join(portable(str(a)) if os.path.exists(str(a)) else str(a) for a in args[1:3])
     while process.poll() is None:
         try:
             process.wait(timeout=COMMIT_EVERY)
