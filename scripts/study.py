@@ -4,7 +4,7 @@ from its last checkpoint and `uniarm evaluate` from its last finished row).
 
     .venv/bin/python scripts/study.py [--commit] [STEP ...]      (default: every step, in this order)
 
---commit commits the outputs as they are made, every 10 minutes while a command runs (the latest
+--commit commits the outputs as they are made, every 20 minutes while a command runs (the latest
 checkpoint of an unfinished training included) and when it ends: a session cut off mid-run then loses
 minutes, not the run. It commits the study's folders only, so it can run in the checkout a person is
 working in (scripts/commit_progress.py).
@@ -82,7 +82,7 @@ GRID = {2: 10, 3: 3}  # simplex grid steps: 11 points for k = 2, 10 for k = 3
 REFERENCE = {"readability": 0.0, "relevance": -1.0, "sentiment": -1.0}  # each score's least value
 SCORERS = {"readability": "readability", "relevance": "relevance", "sentiment": {"kind": "vader"}}  # by data name
 COMMIT = [False]  # --commit: outputs committed as they are made (scripts/commit_progress.py)
-COMMIT_EVERY = 600  # seconds between commits while a command runs
+COMMIT_EVERY = 1200  # seconds between commits while a command runs (a checkpoint commits ~2.5 MB)
 
 
 def run(*args) -> None:
