@@ -91,7 +91,7 @@ def test_a_directory_transformers_adjusts_gets_transformers_tokenizer(tmp_path):
     config_path = tmp_path / "base" / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     assert isinstance(load_tokenizer(path), Tokenizer)
-    for change in ({"tokenizer_class": "GPT2Tokenizer"}, {"add_bos_token": True},
+    for change in ({"tokenizer_class": "GPT2Tokenizer"}, {"tokenizer_class": None}, {"add_bos_token": True},
                    {"clean_up_tokenization_spaces": True}, {"auto_map": {"AutoTokenizer": ["x.Tok", None]}}):
         config_path.write_text(json.dumps({**config, **change}))
         assert not isinstance(load_tokenizer(path), Tokenizer), change

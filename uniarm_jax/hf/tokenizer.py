@@ -20,8 +20,9 @@ import json
 import os
 
 # Classes that transformers builds from `tokenizer.json` as it is (TokenizersBackend, also named
-# PreTrainedTokenizerFast): no class-specific normaliser, pre-tokeniser or decoder of its own.
-GENERIC_CLASSES = (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+# PreTrainedTokenizerFast): no class-specific normaliser, pre-tokeniser or decoder of its own. A directory
+# that names no class gets one from its model type (config.json) in transformers: AutoTokenizer there.
+GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 # the named special tokens transformers passes to a chat template (`special_tokens_map`)
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # tokenizer_config.json keys under which transformers changes the backend tokenizer it loaded
