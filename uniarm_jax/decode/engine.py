@@ -56,10 +56,10 @@ def decode_weights(handle) -> dict:
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None, row_index: bool = False) -> dict:
     """An empty KV cache for `batch` rows of up to `max_len` tokens (prompt + generated): per layer its
-    own K and V `[batch, max_len, kv_heads, head_dim]`, plus what every layer shares. `row_index`: each
+    own K and V `[batch, kv_heads, max_len, head_dim]`, plus what every layer shares. `row_index`: each
     row has its own next slot (the server's rows join and leave at different steps)."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
     return {
         "index": jnp.zeros((batch,) if row_index else (), jnp.int32),  # next slot to write (shared, or per row)
         "valid": jnp.zeros((batch, max_len), jnp.int8),  # which slots hold real tokens, per row

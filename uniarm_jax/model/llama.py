@@ -153,27 +153,34 @@ class Block(nn.Module):
                       quantized=self.cfg.quantize is not None, name=name)
 
 
-def write_chunk(cache, chunk, index):
-    """`chunk` `[b, l, ...]` written into `cache` `[b, slots, ...]` at slot `index`: one slot for every
-    row (a batch decoded together), or one per row `[b]` (the server's slots, each at its own point)."""
+def write_chunk(cache, chunk, index, axis: int = 1):
+    """`chunk` written into `cache` at slot `index` of its slots axis `axis` (rows are axis 0): one slot
+    for every row (a batch decoded together), or one per row `[b]` (the server's slots, each at its own
+    point)."""
     chunk = chunk.astype(cache.dtype)
     if jnp.ndim(index) == 0:
-        return jax.lax.dynamic_update_slice(cache, chunk, (0, index) + (0,) * (cache.ndim - 2))
-    return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x, (i,) + (0,) * (c.ndim - 1)))(
-        cache, chunk, index)
+        return jax.lax.dynamic_update_slice(cache, chunk, tuple(index if a == axis else 0 for a in range(cache.ndim)))
+    return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(
+        c, x, tuple(i if a == axis - 1 else 0 for a in range(c.ndim))))(cache, chunk, index)
 
 
 ATTENTION_BLOCK = 128  # queries per block of the full forward's attention (rows longer than one)
 
 
 def attend(q, k, v, mask):
-    """Softmax attention of queries grouped per kv head `q [b, l, kv, g, d]` over `k, v [b, s, kv, d]`
-    where `mask [b, l, s]` allows; float32 scores."""
-    scores = jnp.einsum("blkgd,bskd->bkgls", q, k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    """Softmax attention of queries grouped per kv head `q [b, l, kv, g, d]` over `k, v [b, kv, s, d]`
+    where `mask [b, l, s]` allows; float32 scores. Written as two dots batched over (b, kv) with the
+    l·g queries as rows, the form XLA:CPU runs fastest (1.2-2x an einsum keeping l and g apart, more at
+    decode's l = 1; bench/decode.py)."""
+    b, length, kv, g, d = q.shape
+    batched = ((0, 1), (0, 1))
+    rows = q.transpose(0, 2, 1, 3, 4).reshape(b, kv, length * g, d)
+    scores = jax.lax.dot_general(rows, k.astype(q.dtype), (((3,), (3,)), batched),
+                                 preferred_element_type=jnp.float32) * (d ** -0.5)
+    scores = jnp.where(mask[:, None, :, None, :], scores.reshape(b, kv, length, g, -1), MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv, length * g, -1)
+    out = jax.lax.dot_general(probs, v, (((3,), (2,)), batched))
+    return out.reshape(b, kv, length, g, d).transpose(0, 2, 1, 3, 4)
 
 
 class Attention(Block):
@@ -192,12 +199,15 @@ class Attention(Block):
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
 
+        # each kv head's positions contiguous `[b, kv, s, d]`, the layout attention's batched dots read:
+        # a cache laid out `[b, s, kv, d]` made XLA transpose every layer's whole cache at every step
+        k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
         if self.has_variable("cache", "k"):
             # Decode mode: write this chunk at slot `cache_index`, attend over the whole cache.
             k_cache = self.variable("cache", "k", lambda: None)
             v_cache = self.variable("cache", "v", lambda: None)
-            k_cache.value = write_chunk(k_cache.value, k, cache_index)
-            v_cache.value = write_chunk(v_cache.value, v, cache_index)
+            k_cache.value = write_chunk(k_cache.value, k, cache_index, axis=2)
+            v_cache.value = write_chunk(v_cache.value, v, cache_index, axis=2)
             k, v = k_cache.value, v_cache.value
 
         # Grouped-query attention without repeating k/v: queries grouped per kv head.
@@ -208,7 +218,7 @@ class Attention(Block):
             # The full forward's mask is causal: a block of queries sees no key past its last query,
             # so each block's scores leave those keys out (about half the work of a long row).
             blocks = [slice(start, start + ATTENTION_BLOCK) for start in range(0, length, ATTENTION_BLOCK)]
-            out = jnp.concatenate([attend(q[:, s], k[:, :s.stop], v[:, :s.stop], mask[:, s, :s.stop])
+            out = jnp.concatenate([attend(q[:, s], k[:, :, :s.stop], v[:, :, :s.stop], mask[:, s, :s.stop])
                                    for s in blocks], axis=1)
         return proj(cfg.hidden_size, name="o_proj")(out.reshape(b, length, h * d), pref)
 
