@@ -42,7 +42,9 @@ def compiled_rollout(base, guides) -> str:
 
 
 def loop_computations(hlo: str) -> dict[str, list[str]]:
-    """The computations a `while` runs (its body and condition, and everything they call), by name."""
+    """The computations the decode loop runs (its body and condition, and everything they call), by
+    name. The decode loop is the `while` XLA cannot count (it stops at EOS); the prefill's scan over the
+    layers is a `while` with a known trip count, and runs once."""
     comps, name = {}, None
     for line in hlo.splitlines():
         head = re.match(r"(?:ENTRY )?%?([\w.\-]+) ", line)
@@ -53,7 +55,7 @@ def loop_computations(hlo: str) -> dict[str, list[str]]:
             comps[name].append(line)
     calls = {n: set(re.findall(r"(?:body|condition|calls|to_apply)=%?([\w.\-]+)", "\n".join(body)))
              for n, body in comps.items()}
-    todo = [c for body in comps.values() for line in body if " while(" in line
+    todo = [c for body in comps.values() for line in body if " while(" in line and "known_trip_count" not in line
             for c in re.findall(r"(?:body|condition)=%?([\w.\-]+)", line)]
     seen = set()
     while todo:

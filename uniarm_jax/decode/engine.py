@@ -51,7 +51,9 @@ def decode_weights(handle) -> dict:
     full forward and training)."""
     n = handle.config.num_hidden_layers
     return {"top": {k: v for k, v in handle.params.items() if k != "layers"},
-            "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n)}
+            "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n),
+            "stacked": {"layers": handle.params["layers"],
+                        "adapter": None if handle.adapter is None else handle.adapter["layers"]}}
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None, row_index: bool = False) -> dict:
@@ -96,3 +98,26 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
         layers.append(layer_cache)
     x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
     return head_logits(cfg, top, x)[:, 0], {**meta, "layers": tuple(layers)}
+
+
+def prefill(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None):
+    """`forward` for a prompt into an empty `cache`, the layers as one `scan` over the stacked weights:
+    a prompt's matmuls are compute-bound, so the scan's weight slices cost nothing measurable, and the
+    compiled rollout holds one prefill layer instead of every layer (half the program: its compile and
+    its load from the persistent cache take half as long). The caches come out of the scan stacked and
+    are split into the per-layer buffers the decode steps update in place (one copy, once)."""
+    meta = {k: cache[k] for k in ("index", "valid", "seen")}
+    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
+                                                              cfg.sliding_window)
+    top, dtype = weights["top"], jnp.dtype(cfg.dtype)
+    x = jnp.take(top["embed_tokens"]["embedding"].astype(dtype), input_ids, axis=0)
+    empty = cache["layers"][0]
+
+    def layer(x, stacked):
+        params, adapter = stacked
+        return _layer(cfg, acfg, params, adapter, empty, x, positions, mask, index, pref)
+
+    x, filled = jax.lax.scan(layer, x, (weights["stacked"]["layers"], weights["stacked"]["adapter"]))
+    x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])
+    layers = tuple({name: filled[name][i] for name in ("k", "v")} for i in range(cfg.num_hidden_layers))
+    return head_logits(cfg, top, x)[:, 0], {**meta, "layers": layers}

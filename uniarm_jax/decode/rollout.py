@@ -76,7 +76,9 @@ def _rollout(base_weights, guide_weights, ids, mask, pref, weights, rng, *, plan
                for (cfg, acfg, w, p), cache in zip(models, caches)]
         return [o[0] for o in out], [o[1] for o in out]
 
-    last, caches = step([engine.init_cache(cfg, batch, total) for cfg, *_ in models], ids, mask)
+    out = [engine.prefill(cfg, acfg, w, engine.init_cache(cfg, batch, total), ids, mask, p)
+           for cfg, acfg, w, p in models]
+    last, caches = [o[0] for o in out], [o[1] for o in out]
     eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
 
