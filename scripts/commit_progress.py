@@ -9,6 +9,11 @@ files stay on disk). Nothing else: the commit is built in a temporary index from
 person working in the same checkout has staged stays staged and out of it; the real index is then
 brought to the new HEAD for the study's folders only. HEAD moves only if it has not moved meanwhile
 (`git update-ref` with the old value): a commit that races a person's is retried next time.
+
+A checkpoint over MAX_CHECKPOINT_BYTES is never committed: every commit of one stays in the history for
+good (the weak model's healing, LoRA rank 64 on every projection with its Adam state, is 83 MB a
+checkpoint, committed every 20 minutes); such a run restarts if its session ends first (the healing
+takes about an hour). An ARM's checkpoint is ~7 MB.
 """
 
 from __future__ import annotations
@@ -17,15 +22,22 @@ import os
 import subprocess
 import tempfile
 
+MAX_CHECKPOINT_BYTES = 16 * 2**20
+
 
 def _git(root: str, *args, index: str | None = None) -> str:
     env = dict(os.environ, GIT_INDEX_FILE=index) if index else None
     return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
 
 
+def _size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)
+
+
 def latest_checkpoints(root: str, folder: str) -> list[str]:
     """The newest complete checkpoint (a step folder; orbax writes elsewhere and renames when done) of
-    each run under `folder` that has no final adapter yet, relative to `root`."""
+    each run under `folder` that has no final adapter yet, relative to `root`, if it is no larger than
+    MAX_CHECKPOINT_BYTES."""
     keep = []
     for parent, dirs, _ in os.walk(os.path.join(root, folder)):
         if os.path.basename(parent) != "checkpoints":
@@ -33,8 +45,9 @@ def latest_checkpoints(root: str, folder: str) -> list[str]:
         dirs[:] = []  # nothing to find inside a run's checkpoints
         finished = os.path.isfile(os.path.join(os.path.dirname(parent), "adapter", "adapter_config.json"))
         steps = [int(d) for d in os.listdir(parent) if d.isdigit()]
-        if steps and not finished:
-            keep.append(os.path.relpath(os.path.join(parent, str(max(steps))), root))
+        latest = os.path.join(parent, str(max(steps))) if steps else None
+        if latest and not finished and _size(latest) <= MAX_CHECKPOINT_BYTES:
+            keep.append(os.path.relpath(latest, root))
     return sorted(keep)
 
 

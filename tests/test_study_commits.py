@@ -94,3 +94,17 @@ def test_a_head_that_moved_meanwhile_is_not_overwritten(repo, monkeypatch):
     monkeypatch.setattr(module, "_git", real)
     assert commit_progress(repo, FOLDERS, "progress")  # the next attempt goes through
     assert {"other.txt", "runs/study/same/arm/metrics.jsonl"} <= files(repo)
+
+
+def test_a_checkpoint_too_large_for_the_history_is_never_committed(repo, monkeypatch):
+    import commit_progress as module
+
+    monkeypatch.setattr(module, "MAX_CHECKPOINT_BYTES", 1000)
+    small, large = "runs/study/same/arm", "runs/study/heal"
+    write(repo, f"{small}/checkpoints/20/state", "x" * 1000)
+    write(repo, f"{large}/metrics.jsonl", "{}\n")
+    write(repo, f"{large}/checkpoints/20/state", "x" * 600)
+    write(repo, f"{large}/checkpoints/20/more/state", "x" * 600)  # 1200 bytes in all
+    assert commit_progress(repo, FOLDERS, "progress")
+    assert {p for p in files(repo) if "/checkpoints/" in p} == {f"{small}/checkpoints/20/state"}
+    assert f"{large}/metrics.jsonl" in files(repo)  # the rest of that run is committed

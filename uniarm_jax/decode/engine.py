@@ -9,6 +9,8 @@ own buffers in the loop carry, updated in place with one `dynamic_update_slice`,
 after another through the very `DecoderLayer` module of the full forward (so both compute the same
 thing; the tests check it against the full forward). Each layer is its own small jitted function,
 so the rollout traces one layer per model, not every layer (XLA inlines it when the rollout compiles).
+A prompt into an empty cache may instead scan the stacked weights (`scan_layers`): compute-bound, it
+gains nothing from the per-layer layout, and one layer compiles and loads faster than every layer.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _unstack(layers: dict, num_layers: int) -> tuple:
 def decode_weights(handle) -> dict:
     """`handle`'s weights laid out for decoding: the top-level weights, and per layer its weights and
     its adapter's. The per-layer copies are weights-sized (the stacked tree stays the handle's, for the
-    full forward and training)."""
+    full forward, training and the scanned prefill, under "stacked")."""
     n = handle.config.num_hidden_layers
     return {"top": {k: v for k, v in handle.params.items() if k != "layers"},
             "layers": split_layers(handle.params, n), "adapter": split_layers(handle.adapter, n),
@@ -82,42 +84,35 @@ def _layer(cfg, acfg, params, adapter, cache, x, positions, mask, index, pref):
     return x, state["cache"]["self_attn"]
 
 
-def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None):
+def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None,
+            scan_layers: bool = False):
     """Appends a chunk (the left-padded prompt, or one token per row) to `cache` and returns the float32
-    logits of each row's last position `[batch, vocab]` and the new cache."""
-    meta = {k: cache[k] for k in ("index", "valid", "seen")}
-    positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
-                                                              cfg.sliding_window)
-    top, dtype = weights["top"], jnp.dtype(cfg.dtype)
-    embedding = top["embed_tokens"]["embedding"].astype(dtype)
-    x = jnp.take(embedding, input_ids, axis=0)
-    layers = []
-    for i, params in enumerate(weights["layers"]):
-        adapter = None if weights["adapter"] is None else weights["adapter"][i]
-        x, layer_cache = _layer(cfg, acfg, params, adapter, cache["layers"][i], x, positions, mask, index, pref)
-        layers.append(layer_cache)
-    x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
-    return head_logits(cfg, top, x)[:, 0], {**meta, "layers": tuple(layers)}
+    logits of each row's last position `[batch, vocab]` and the new cache.
 
-
-def prefill(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, attention_mask, pref=None):
-    """`forward` for a prompt into an empty `cache`, the layers as one `scan` over the stacked weights:
-    a prompt's matmuls are compute-bound, so the scan's weight slices cost nothing measurable, and the
-    compiled rollout holds one prefill layer instead of every layer (half the program: its compile and
-    its load from the persistent cache take half as long). The caches come out of the scan stacked and
-    are split into the per-layer buffers the decode steps update in place (one copy, once)."""
+    `scan_layers`, for a prompt into an empty cache: the layers run as one `scan` over the stacked
+    weights instead of one after another. A prompt's matmuls are compute-bound, so the scan's weight
+    slices cost nothing measurable, and the compiled program holds one layer instead of every layer
+    (the rollout's compile and its load from the persistent cache take about half as long). Its caches
+    come out stacked and are split into the per-layer buffers that decode steps update in place (one
+    copy, once)."""
     meta = {k: cache[k] for k in ("index", "valid", "seen")}
     positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
                                                               cfg.sliding_window)
     top, dtype = weights["top"], jnp.dtype(cfg.dtype)
     x = jnp.take(top["embed_tokens"]["embedding"].astype(dtype), input_ids, axis=0)
-    empty = cache["layers"][0]
+    if scan_layers:
+        empty = cache["layers"][0]  # every layer's cache is empty: each starts from layer 0's
 
-    def layer(x, stacked):
-        params, adapter = stacked
-        return _layer(cfg, acfg, params, adapter, empty, x, positions, mask, index, pref)
+        def layer(x, stacked):
+            return _layer(cfg, acfg, *stacked, empty, x, positions, mask, index, pref)
 
-    x, filled = jax.lax.scan(layer, x, (weights["stacked"]["layers"], weights["stacked"]["adapter"]))
-    x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])
-    layers = tuple({name: filled[name][i] for name in ("k", "v")} for i in range(cfg.num_hidden_layers))
-    return head_logits(cfg, top, x)[:, 0], {**meta, "layers": layers}
+        x, filled = jax.lax.scan(layer, x, (weights["stacked"]["layers"], weights["stacked"]["adapter"]))
+        layers = tuple({name: filled[name][i] for name in ("k", "v")} for i in range(cfg.num_hidden_layers))
+    else:
+        layers = []
+        for i, params in enumerate(weights["layers"]):
+            adapter = None if weights["adapter"] is None else weights["adapter"][i]
+            x, layer_cache = _layer(cfg, acfg, params, adapter, cache["layers"][i], x, positions, mask, index, pref)
+            layers.append(layer_cache)
+    x = RMSNorm(cfg).apply({"params": top["norm"]}, x[:, -1:])  # only the next token's logits are needed
+    return head_logits(cfg, top, x)[:, 0], {**meta, "layers": tuple(layers)}

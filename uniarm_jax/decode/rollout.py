@@ -76,7 +76,7 @@ def _rollout(base_weights, guide_weights, ids, mask, pref, weights, rng, *, plan
                for (cfg, acfg, w, p), cache in zip(models, caches)]
         return [o[0] for o in out], [o[1] for o in out]
 
-    out = [engine.prefill(cfg, acfg, w, engine.init_cache(cfg, batch, total), ids, mask, p)
+    out = [engine.forward(cfg, acfg, w, engine.init_cache(cfg, batch, total), ids, mask, p, scan_layers=True)
            for cfg, acfg, w, p in models]
     last, caches = [o[0] for o in out], [o[1] for o in out]
     eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
