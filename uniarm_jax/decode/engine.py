@@ -92,22 +92,25 @@ def forward(cfg: LlamaConfig, acfg, weights: dict, cache: dict, input_ids, atten
     `scan_layers`, for a prompt into an empty cache: the layers run as one `scan` over the stacked
     weights instead of one after another. A prompt's matmuls are compute-bound, so the scan's weight
     slices cost nothing measurable, and the compiled program holds one layer instead of every layer
-    (the rollout's compile and its load from the persistent cache take about half as long). Its caches
-    come out stacked and are split into the per-layer buffers that decode steps update in place (one
-    copy, once)."""
+    (the rollout's compile and its load from the persistent cache take about half as long). Inside the
+    scan each layer attends over the prompt's own slots (the empty rest is masked out anyway); the
+    prompt's K and V come out stacked and are written into the first slots of the per-layer buffers
+    that decode steps update in place (memory: the cache plus the prompt's part of it, once)."""
     meta = {k: cache[k] for k in ("index", "valid", "seen")}
     positions, mask, index, meta = cached_positions_and_mask(meta, attention_mask.astype(jnp.int32),
                                                               cfg.sliding_window)
     top, dtype = weights["top"], jnp.dtype(cfg.dtype)
     x = jnp.take(top["embed_tokens"]["embedding"].astype(dtype), input_ids, axis=0)
     if scan_layers:
-        empty = cache["layers"][0]  # every layer's cache is empty: each starts from layer 0's
+        length = input_ids.shape[1]
+        empty = {name: jnp.zeros_like(buffer[:, :, :length]) for name, buffer in cache["layers"][0].items()}
 
         def layer(x, stacked):
-            return _layer(cfg, acfg, *stacked, empty, x, positions, mask, index, pref)
+            return _layer(cfg, acfg, *stacked, empty, x, positions, mask[..., :length], 0, pref)
 
-        x, filled = jax.lax.scan(layer, x, (weights["stacked"]["layers"], weights["stacked"]["adapter"]))
-        layers = tuple({name: filled[name][i] for name in ("k", "v")} for i in range(cfg.num_hidden_layers))
+        x, prompt = jax.lax.scan(layer, x, (weights["stacked"]["layers"], weights["stacked"]["adapter"]))
+        layers = tuple({name: jax.lax.dynamic_update_slice(buffers[name], prompt[name][i], (0, 0, index, 0))
+                        for name in ("k", "v")} for i, buffers in enumerate(cache["layers"]))
     else:
         layers = []
         for i, params in enumerate(weights["layers"]):
