@@ -171,7 +171,7 @@ def attend(q, k, v, mask):
     """Softmax attention of queries grouped per kv head `q [b, l, kv, g, d]` over `k, v [b, kv, s, d]`
     where `mask [b, l, s]` allows; float32 scores. Written as two dots batched over (b, kv) with the
     l·g queries as rows, the form XLA:CPU runs fastest (1.2-2x an einsum keeping l and g apart, more at
-    decode's l = 1; bench/decode.py)."""
+    decode's l = 1; measured on the 2-core CPU, docs/design.md §5)."""
     b, length, kv, g, d = q.shape
     batched = ((0, 1), (0, 1))
     rows = q.transpose(0, 2, 1, 3, 4).reshape(b, kv, length * g, d)
