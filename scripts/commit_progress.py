@@ -51,11 +51,17 @@ def latest_checkpoints(root: str, folder: str) -> list[str]:
     return sorted(keep)
 
 
-def commit_progress(root: str, folders: list[str], message: str) -> str | None:
+def commit_progress(root: str, folders: list[str], message: str, replace: str | None = None) -> str | None:
     """Commits `folders` (relative to the repository `root`) as described above; returns the new
-    commit, or None when nothing changed or HEAD moved meanwhile."""
+    commit, or None when nothing changed or HEAD moved meanwhile.
+
+    `replace`: a progress commit this process made earlier. If it is still HEAD, the new commit takes
+    its place (on its parent), so a run's history keeps its last progress commit, not one every 20
+    minutes, each with a checkpoint that would stay in the history for good. Commits leave this
+    machine only when the session ends, so the one replaced was never shared."""
     folders = [f for f in folders if os.path.isdir(os.path.join(root, f))]
     head = _git(root, "rev-parse", "HEAD").strip()
+    parent = _git(root, "rev-parse", f"{head}^").strip() if replace == head else head
     keep = [c for f in folders for c in latest_checkpoints(root, f)]
     tracked = _git(root, "ls-files", "-z", "--", *folders).split("\0") if folders else []
     drop = sorted({p.split("/checkpoints/")[0] + "/checkpoints/" + p.split("/checkpoints/")[1].split("/")[0]
@@ -72,7 +78,7 @@ def commit_progress(root: str, folders: list[str], message: str) -> str | None:
         tree = _git(root, "write-tree", index=index).strip()
     if tree == _git(root, "rev-parse", "HEAD^{tree}").strip():
         return None
-    commit = _git(root, "commit-tree", tree, "-p", head, "-m", message).strip()
+    commit = _git(root, "commit-tree", tree, "-p", parent, "-m", message).strip()
     try:
         _git(root, "update-ref", "-m", "study: progress", "HEAD", commit, head)
     except subprocess.CalledProcessError:

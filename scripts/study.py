@@ -6,8 +6,9 @@ from its last checkpoint and `uniarm evaluate` from its last finished row).
 
 --commit commits the outputs as they are made, every 20 minutes while a command runs (the latest
 checkpoint of an unfinished training included) and when it ends: a session cut off mid-run then loses
-minutes, not the run. It commits the study's folders only, so it can run in the checkout a person is
-working in (scripts/commit_progress.py).
+minutes, not the run. Each commit replaces the previous progress commit while that is still HEAD, so
+the history keeps one commit per command, not one checkpoint every 20 minutes. It commits the study's
+folders only, so it can run in the checkout a person is working in (scripts/commit_progress.py).
 
 Steps:
   data                the pairs: 4 samples of the base per prompt, scored, split by prompt (data/study/)
@@ -95,15 +96,19 @@ def run(*args) -> None:
         try:
             process.wait(timeout=COMMIT_EVERY)
         except subprocess.TimeoutExpired:
-            save(f"Study progress: {label}, committed as it runs (scripts/study.py --commit)")
+            save(f"Study progress: {label}, committed as it runs (scripts/study.py --commit)", progress=True)
     save(f"Study: {label} {'finished' if process.returncode == 0 else f'stopped ({process.returncode})'}")
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, args)
 
 
-def save(message: str) -> None:
+PROGRESS = [None]  # this process's last "Study progress" commit, which the next commit replaces if still HEAD
+
+
+def save(message: str, progress: bool = False) -> None:
     if COMMIT[0] and (commit := commit_progress(ROOT, [os.path.relpath(d, ROOT) for d in (RUNS, RESULTS, DATA)],
-                                                message)):
+                                                message, replace=PROGRESS[0])):
+        PROGRESS[0] = commit if progress else None
         print(f"committed {commit[:10]}: {message}", flush=True)
 
 

@@ -108,3 +108,23 @@ def test_a_checkpoint_too_large_for_the_history_is_never_committed(repo, monkeyp
     assert commit_progress(repo, FOLDERS, "progress")
     assert {p for p in files(repo) if "/checkpoints/" in p} == {f"{small}/checkpoints/20/state"}
     assert f"{large}/metrics.jsonl" in files(repo)  # the rest of that run is committed
+
+
+def test_a_progress_commit_still_at_head_is_replaced_with_its_checkpoint(repo):
+    run = "runs/study/same/arm"
+    base = git(repo, "rev-parse", "HEAD").strip()
+    write(repo, f"{run}/checkpoints/20/state", "step 20")
+    first = commit_progress(repo, FOLDERS, "progress 1")
+    write(repo, f"{run}/checkpoints/40/state", "step 40")
+    second = commit_progress(repo, FOLDERS, "progress 2", replace=first)
+    assert git(repo, "rev-parse", f"{second}^").strip() == base  # in place of the first, on its parent
+    history = git(repo, "rev-list", "--objects", "HEAD")
+    assert git(repo, "rev-parse", f"{first}:{run}/checkpoints/20/state").strip() not in history
+
+    write(repo, "other.txt")  # a person commits: HEAD is no longer the progress commit, nothing is replaced
+    git(repo, "add", "other.txt")
+    git(repo, "commit", "-qm", "a person's commit")
+    person = git(repo, "rev-parse", "HEAD").strip()
+    write(repo, f"{run}/adapter/adapter_config.json", "{}")
+    finished = commit_progress(repo, FOLDERS, "finished", replace=second)
+    assert git(repo, "rev-parse", f"{finished}^").strip() == person
