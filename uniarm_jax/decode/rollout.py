@@ -70,15 +70,14 @@ def _rollout(base_weights, guide_weights, ids, mask, pref, weights, rng, *, plan
         (cfg, acfg, w, pref if acfg is not None and acfg.takes_pref else None)
         for (cfg, acfg), w in zip(plan.guides, guide_weights)]
 
-    def step(caches, tokens, token_mask):
+    def step(caches, tokens, token_mask, scan_layers=False):
         """Every model (the base first) appends `tokens` to its cache: `(last logits, caches)`."""
-        out = [engine.forward(cfg, acfg, w, cache, tokens, token_mask, p)
+        out = [engine.forward(cfg, acfg, w, cache, tokens, token_mask, p, scan_layers)
                for (cfg, acfg, w, p), cache in zip(models, caches)]
         return [o[0] for o in out], [o[1] for o in out]
 
-    out = [engine.forward(cfg, acfg, w, engine.init_cache(cfg, batch, total), ids, mask, p, scan_layers=True)
-           for cfg, acfg, w, p in models]
-    last, caches = [o[0] for o in out], [o[1] for o in out]
+    # the prompt: the layers scanned (engine.forward's scan_layers), the steps below unrolled
+    last, caches = step([engine.init_cache(cfg, batch, total) for cfg, *_ in models], ids, mask, scan_layers=True)
     eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
 
