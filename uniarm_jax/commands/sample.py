@@ -9,6 +9,7 @@ can be checked before compiling (preferences, tokenizers, prompt lengths, ARM fi
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from uniarm_jax import defaults
 from uniarm_jax.commands import options
@@ -21,11 +22,10 @@ def sample(args, log=print) -> dict:
     from tqdm import tqdm
 
     from uniarm_jax.data.prompts import read_prompts
-    from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
     from uniarm_jax.decode.generate import generate_in_chunks
     from uniarm_jax.decode.guides import load_guides
     from uniarm_jax.decode.rollout import conditioned_arms, num_objectives
-    from uniarm_jax.hf.pretrained import load_pretrained, load_tokenizer
+    from uniarm_jax.hf.pretrained import load_pretrained
     from uniarm_jax.model.preferences import check_pref, parse_pref
     from uniarm_jax.model.sharding import parse_mesh
 
@@ -33,8 +33,13 @@ def sample(args, log=print) -> dict:
     prompts = read_prompts(args.prompts)
     prefs = [parse_pref(p) for p in args.pref] if args.pref else [None]
     mesh = parse_mesh(args.mesh) if args.mesh else None
-    base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh, quantize=args.quantize)
-    tokenizer = load_tokenizer(args.base)
+    # the prompts are encoded on a second thread while the weights load: rendering the chat template
+    # imports transformers' renderer (0.6-0.8 s of pure Python on the 2-core CPU), the load is mostly
+    # page faults and copies outside the GIL, so the two overlap (bench/decode.py's whole process)
+    with ThreadPoolExecutor(1) as pool:
+        encoding = pool.submit(_encode_prompts, args, prompts, log)
+        base = load_pretrained(args.base, dtype=args.dtype, mesh=mesh, quantize=args.quantize)
+        tokenizer, encoded = encoding.result()
     arms, arm_weights = load_guides(args.arm or [], args.arm_weight, base, tokenizer, args.dtype, mesh,
                                     args.arm_base)
     k = num_objectives(arms)
@@ -44,20 +49,6 @@ def sample(args, log=print) -> dict:
     elif conditioned := conditioned_arms(arms):
         raise ConfigError(f"the {conditioned[0].adapter_config.kind} ARM needs --pref with {k} weights, e.g. "
                           f"--pref {','.join(['%.2g' % (1 / k)] * k)}")
-
-    tcfg = TokenizeConfig(template=args.template, max_prompt_tokens=args.max_prompt_tokens,
-                          max_total_tokens=args.max_prompt_tokens + args.max_new_tokens)
-    encoded, truncated = [], 0
-    for i, prompt in enumerate(prompts):
-        ids, length, cut = encode_prompt(tokenizer, prompt, tcfg)
-        if cut and not args.truncate_prompts:
-            raise ConfigError(f"prompt {i + 1} of {args.prompts} has {length} tokens, more than --max-prompt-tokens="
-                              f"{args.max_prompt_tokens}; raise the limit or pass --truncate-prompts to keep its "
-                              "last tokens")
-        truncated += cut
-        encoded.append(ids)
-    if truncated:
-        log(f"{truncated} prompts longer than {args.max_prompt_tokens} tokens kept only their last tokens")
 
     rows = [(p, ids, pref) for pref in prefs for p, ids in zip(prompts, encoded)]
     out_rows, generated, seconds, compiled = [], 0, 0.0, compile_seconds()
@@ -83,6 +74,29 @@ def sample(args, log=print) -> dict:
         f"{summary['tokens_per_s']:.1f} tokens/s with compilation ({compiled:.1f} s of it), "
         f"{summary['tokens_per_s_without_compile']:.1f} tokens/s without")
     return summary
+
+
+def _encode_prompts(args, prompts: list[str], log) -> tuple:
+    """The tokenizer and each prompt's ids as the model reads them (chat template, length limit)."""
+    from uniarm_jax.data.tokenization import TokenizeConfig, encode_prompt
+    from uniarm_jax.hf.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer(args.base)
+    tcfg = TokenizeConfig(template=args.template, max_prompt_tokens=args.max_prompt_tokens,
+                          max_total_tokens=args.max_prompt_tokens + args.max_new_tokens)
+    encoded, truncated = [], 0
+    for i, prompt in enumerate(prompts):
+        ids, length, cut = encode_prompt(tokenizer, prompt, tcfg)
+        if cut and not args.truncate_prompts:
+            raise ConfigError(f"prompt {i + 1} of {args.prompts} has {length} tokens, more than --max-prompt-tokens="
+                              f"{args.max_prompt_tokens}; raise the limit or pass --truncate-prompts to keep its "
+                              "last tokens")
+        truncated += cut
+        encoded.append(ids)
+    if truncated:
+        log(f"{truncated} prompts longer than {args.max_prompt_tokens} tokens kept only their last tokens")
+
+    return tokenizer, encoded
 
 
 def register(sub) -> None:
