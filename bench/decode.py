@@ -579,6 +579,7 @@ def cpu_main(a) -> dict:
 
     import uniarm_jax
     from uniarm_jax.decode.rollout import _rollout
+    from uniarm_jax.decode.slots import BUCKET
 
     base, arm = load_ours(a.model_dir, a.arm_dir)
     tbase, tarm = load_torch(a.model_dir, a.arm_dir)
@@ -596,7 +597,8 @@ def cpu_main(a) -> dict:
     norms = sum(nbytes(h.params[k]) for h in (base, arm) for k in ("norm",)) + sum(
         nbytes(h.params["layers"][k]) for h in (base, arm) for k in ("input_layernorm", "post_attention_layernorm"))
     cfg = base.config
-    slots = -(-a.prompt_len // a.bucket) * a.bucket + a.new_tokens
+    bucket = a.bucket or BUCKET
+    slots = -(-a.prompt_len // bucket) * bucket + a.new_tokens
     layers = cfg.num_hidden_layers + arm.config.num_hidden_layers
 
     def kv_bytes(b, length):  # k and v, every layer of both models, float32
@@ -694,7 +696,7 @@ def cpu_main(a) -> dict:
                                   "1e-6*sum(previous output); weight_streaming: bandwidth = chain bytes / batch-1 "
                                   "chain time, bound = batch * bandwidth / (weights of both models read per step "
                                   "[kernels, heads, norms, batch embedding rows] + KV cache read per step [2 x "
-                                  "layers of both x batch x allocated slots (prompt bucketed to 32 + n) x kv_heads x "
+                                  "layers of both x batch x allocated slots (prompt bucketed + n) x kv_heads x "
                                   "head_dim x 4 B]); projection_matmul: bound = batch / chain time at that batch "
                                   "(attention, cache, norms not counted); fraction = measured tok/s / bound; "
                                   "torch_cross_check = the same chain in torch eager on torch's own weights "
@@ -841,7 +843,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per side (default: CPU 3, GPU 5)")
     p.add_argument("--arm-layers", type=int, default=6, help="CPU: the ARM is the base's first this many layers")
     p.add_argument("--arm-weight", type=float, default=0.5, help="CPU: the ARM's weight w")
-    p.add_argument("--bucket", type=int, default=32, help="CPU: ours' prompt-length bucket (for the cache bytes)")
+    p.add_argument("--bucket", type=int, default=None, help="CPU: ours' prompt-length bucket, for the cache "
+                   "bytes (default: uniarm_jax.decode.slots.BUCKET)")
     p.add_argument("--process-prompts", type=int, default=16, help="CPU: prompts in the whole-process job")
     p.add_argument("--process-new-tokens", type=int, default=64, help="CPU: max new tokens in the whole-process job")
     p.add_argument("--process-batch", type=int, default=16, help="CPU: batch size in the whole-process job")

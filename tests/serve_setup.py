@@ -20,7 +20,8 @@ from uniarm_jax.model.arm import init_adapter
 
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
                  "{% if add_generation_prompt %}assistant :{% endif %}")
-# the server's limits for the tiny model (128 positions): prompts of one 32-token bucket, up to 96 new tokens
+# the server's limits for the tiny model (128 positions): prompts of up to 32 tokens (two buckets), up to 96
+# new tokens
 LIMITS = ["--max-prompt-tokens", "32", "--max-new-tokens", "96"]
 
 

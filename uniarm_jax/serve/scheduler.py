@@ -38,7 +38,7 @@ class Job:
     """One request on its way through the slots. `events` receives token ids, then one `Finished`."""
 
     prompt: list[int]
-    bucket: int  # the prompt's padded length (a multiple of 32: one join program per bucket)
+    bucket: int  # the prompt's padded length (a multiple of `slots.BUCKET`: one join program per bucket)
     max_tokens: int
     base_weight: float
     weights: np.ndarray  # [n_guides]: each guide's weight for this request
