@@ -685,8 +685,7 @@ def cpu_main(a) -> dict:
                          "(base.config.eos_token_id=None), Sampler(0.0); one compiled while-loop rollout",
                  "reference": "transformers LlamaForCausalLM base + ARM, own past_key_values each (DynamicCache), "
                               "python loop, log_softmax(base)+w*log_softmax(arm), greedy, logits_to_keep=1 on the "
-                              "prompt, never stops; n-1 decode forwards per model (ours runs n: its loop also "
-                              "advances both caches past the last token)",
+                              "prompt, never stops; n-1 decode forwards per model, as ours",
                  "steady_state_method": "per_token = (median rollout(n) - median rollout(1)) / (n-1) per side, "
                                         "repeats alternating ours_n, torch_n, ours_1, torch_1, chain_jax, "
                                         "chain_torch, read_sum; tokens_per_s = batch / per_token; pairwise "

@@ -8,11 +8,12 @@ the preference vector α and one token is chosen. The whole rollout is one compi
 - base only: no guides; ARM only: `base_weight = 0`.
 An ARM's logits are cut to the base vocabulary (Alpaca's 32001 tokens vs Llama's 32000).
 
-The loop: prefill the base and every ARM on the left-padded prompt batch, then a `lax.while_loop` that
-stops as soon as every row has emitted EOS (or after `max_new_tokens`), its carry holding the tokens,
-done flags, rng and every model's KV cache. Each model runs through `engine.forward` on its weights
-laid out per layer; the caches (one K and one V buffer per layer) are created inside the compiled
-function and each step writes one slot of each in place (a test reads the compiled program for
+The loop: prefill the base and every ARM on the left-padded prompt batch and choose the first token,
+then a `lax.while_loop` whose step reads the previous token into every model and chooses the next (no
+forward after the last token) until every row has emitted EOS (or `max_new_tokens`), its carry holding
+the tokens, done flags, rng and every model's KV cache. Each model runs through `engine.forward` on its
+weights laid out per layer; the caches (one K and one V buffer per layer) are created inside the
+compiled function and each step writes one slot of each in place (a test reads the compiled program for
 cache-sized copies); they never travel to the host. α, weights, prompts and the seed are arguments: a
 change of preference or of prompt within a length bucket never recompiles.
 """
@@ -81,21 +82,26 @@ def _rollout(base_weights, guide_weights, ids, mask, pref, weights, rng, *, plan
     eos = jnp.asarray(plan.eos_ids or (-1,), jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
 
+    def choose(carry, last):
+        """Token `i` of every row from its models' last logits (pad once the row is done)."""
+        rng, key = jax.random.split(carry["rng"])
+        logp = combine_logprobs(last[0], tuple(last[1:]), weights, plan.base_weight)
+        token = jnp.where(carry["done"], plan.pad_id, choose_token(logp, key, plan.sampler))
+        return dict(carry, i=carry["i"] + 1, rng=rng, done=carry["done"] | jnp.isin(token, eos),
+                    tokens=jax.lax.dynamic_update_slice(carry["tokens"], token[:, None], (0, carry["i"])))
+
     def cond(carry):
         return (carry["i"] < plan.max_new_tokens) & ~jnp.all(carry["done"])
 
     def body(carry):
-        rng, key = jax.random.split(carry["rng"])
-        logp = combine_logprobs(carry["last"][0], tuple(carry["last"][1:]), weights, plan.base_weight)
-        token = jnp.where(carry["done"], plan.pad_id, choose_token(logp, key, plan.sampler))
-        tokens = jax.lax.dynamic_update_slice(carry["tokens"], token[:, None], (0, carry["i"]))
-        last, caches = step(carry["caches"], token[:, None], ones)
-        return {"i": carry["i"] + 1, "tokens": tokens, "done": carry["done"] | jnp.isin(token, eos), "rng": rng,
-                "last": last, "caches": caches}
+        # the models read the previous token only when another one is wanted: no forward after the last
+        token = jax.lax.dynamic_slice_in_dim(carry["tokens"], carry["i"] - 1, 1, axis=1)
+        last, caches = step(carry["caches"], token, ones)
+        return choose(dict(carry, caches=caches), last)
 
     carry = {"i": jnp.zeros((), jnp.int32), "tokens": jnp.full((batch, plan.max_new_tokens), plan.pad_id, jnp.int32),
-             "done": jnp.zeros((batch,), bool), "rng": rng, "last": last, "caches": caches}
-    carry = jax.lax.while_loop(cond, body, carry)
+             "done": jnp.zeros((batch,), bool), "rng": rng, "caches": caches}
+    carry = jax.lax.while_loop(cond, body, choose(carry, last))
     return carry["tokens"], carry["i"]
 
 
@@ -153,9 +159,10 @@ def checked_rows(base, guides: list, prompts: list[list[int]], max_new_tokens: i
 def guided_generate(base, guides: list, prompts: list[list[int]], max_new_tokens: int, *, pref=None,
                     arm_weights=None, base_weight: float = 1.0, sampler: Sampler = Sampler(), seed: int = 0,
                     pad_id: int | None = None, bucket: int = BUCKET) -> tuple[list[list[int]], int]:
-    """Token ids generated for each prompt (up to and including EOS) and the number of decode steps
-    run. `base` and `guides` are model handles (a guide may carry an adapter); `pref` is one α per
-    prompt (`[batch, k]`) or one for all (`[k]`). Everything is checked here, before compiling."""
+    """Token ids generated for each prompt (up to and including EOS) and the number of tokens chosen
+    per row (the longest answer's length: one prefill and that many - 1 decode steps). `base` and
+    `guides` are model handles (a guide may carry an adapter); `pref` is one α per prompt (`[batch, k]`)
+    or one for all (`[k]`). Everything is checked here, before compiling."""
     cfg = base.config
     pref_rows, weights, pad_id = checked_rows(base, guides, prompts, max_new_tokens, pref, arm_weights, pad_id)
     # prompt lengths round up to a multiple of `bucket`, so nearby lengths share one compilation
