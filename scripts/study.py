@@ -75,7 +75,13 @@ EXPERIMENTS = {
         "uniarm_weighted_vote": ["uniarm_weighted_vote_k3"]}),
 }
 COMPARE = [["uniarm_dim_global", "parm"], ["uniarm_dim_global", "genarm"], ["uniarm_weighted_vote", "parm"],
-           ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"]]
+           ["uniarm_weighted_vote", "genarm"], ["uniarm_dim_global", "base"],
+           # the ablations, each against the method it changes in one respect:
+           ["ablation_mlp_conditioning", "uniarm_dim_global"],    # conditioning: mlp - linear
+           ["ablation_pblora_uniarm_loss", "uniarm_dim_global"],  # adapter, UniARM's loss: PBLoRA - MoSLoRA
+           ["ablation_moslora_parm_loss", "parm"],                # adapter, PARM's loss: MoSLoRA - PBLoRA
+           ["uniarm_dim_global", "ablation_moslora_parm_loss"],   # loss, MoSLoRA: UniARM's - PARM's
+           ["ablation_pblora_uniarm_loss", "parm"]]               # loss, PBLoRA: UniARM's - PARM's
 EVAL = {"template": "chat", "max_new_tokens": 128, "temperature": 0.0, "degeneracy": True, "batch_size": 64}
 ANCHORS = (10.0, 3.0, 1.0)  # anchor_sweep's λ
 SWEEP_WEIGHTS = (0.5, 1.0, 2.0)
