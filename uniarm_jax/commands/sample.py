@@ -95,7 +95,6 @@ def _encode_prompts(args, prompts: list[str], log) -> tuple:
         encoded.append(ids)
     if truncated:
         log(f"{truncated} prompts longer than {args.max_prompt_tokens} tokens kept only their last tokens")
-
     return tokenizer, encoded
 
 
