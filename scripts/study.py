@@ -68,7 +68,9 @@ EXPERIMENTS = {
         "ablation_moslora_parm_loss": ["ablation_moslora_parm_loss"]}),
     "k2_weak_to_strong": ("weak", K2, {
         "uniarm_dim_global": ["uniarm_dim_global"], "genarm": ["genarm_readability", "genarm_relevance"],
-        "parm": ["parm"], "uniarm_weighted_vote": ["uniarm_weighted_vote"]}),
+        "parm": ["parm"], "uniarm_weighted_vote": ["uniarm_weighted_vote"],
+        # same size, PBLoRA with UniARM's loss beat both UniARM and PARM (docs/results.md): does it hold here?
+        "ablation_pblora_uniarm_loss": ["ablation_pblora_uniarm_loss"]}),
     "k3_weak_to_strong": ("weak", K3, {
         "uniarm_dim_global": ["uniarm_dim_global_k3"],
         "genarm": ["genarm_readability", "genarm_relevance", "genarm_sentiment"], "parm": ["parm_k3"],
